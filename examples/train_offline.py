@@ -1,0 +1,81 @@
+"""Offline demo: a small torch training loop logs through HFSummaryWriter to a local Hub server, then reads it back.
+
+Run from the repository root (the README's first command does it for you):
+
+    .venv/bin/python examples/train_offline.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from hf_summary.testing import LocalHub
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    work = Path(tempfile.mkdtemp(prefix="hf_summary-demo-"))
+    with LocalHub(root=work / "hub") as hub:
+        # The client reads these when it is imported: set them first. (Xet needs a storage service this
+        # local server does not run; against the real Hub, leave it enabled.)
+        os.environ.update(hub.env())
+        os.environ["HF_HOME"] = str(work / "hf_home")
+        print(f"Local Hub server at {hub.endpoint}")
+        repo_id = f"{hub.user}/demo-run"
+        logdir = work / "runs" / "mlp"
+        train(repo_id, logdir)
+        show(repo_id, f"tensorboard/{logdir.name}", work / "download")
+
+
+def train(repo_id: str, logdir: Path) -> None:
+    import torch
+
+    from hf_summary import HFSummaryWriter
+
+    torch.manual_seed(0)
+    x = torch.randn(512, 8)
+    y = (x[:, :4].sum(dim=1) > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=1) as writer:
+        for step in range(300):
+            batch = torch.randint(0, len(x), (64,))
+            logits = model(x[batch])
+            loss = loss_fn(logits, y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/accuracy", (logits.argmax(1) == y[batch]).float().mean(), step)
+            if step % 100 == 0:
+                writer.add_histogram("weights/layer0", model[0].weight.detach(), step)
+            if step == 150:
+                info = writer.scheduler.trigger().result()
+                print(f"Mid-run push: commit {info.oid[:12]}")
+        print(f"Training done; pushing to {writer.repo_id} on close")
+
+
+def show(repo_id: str, folder: str, dest: Path) -> None:
+    from huggingface_hub import HfApi, snapshot_download
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    api = HfApi()
+    print(f"\nRepo {repo_id}:")
+    for path in sorted(api.list_repo_files(repo_id)):
+        print(f"  {path}")
+    snapshot_download(repo_id, local_dir=dest, allow_patterns=[f"{folder}/*"])
+    run = EventAccumulator(str(dest / folder), size_guidance={"scalars": 0})
+    run.Reload()
+    print("\nLast value of each curve, read back from the Hub:")
+    for tag in sorted(run.Tags()["scalars"]):
+        last = run.Scalars(tag)[-1]
+        print(f"  {tag:<16} step {last.step:>4}  {last.value:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""hf_summary: TensorBoard logs on the Hugging Face Hub, live, without slowing or risking the training run.
+
+`import hf_summary` stays light: the writer (which pulls in tensorboardX, and with it torch when installed) is
+imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["HFSummaryWriter", "HubAuthError", "__version__"]
+
+if TYPE_CHECKING:
+    from .hub import HubAuthError
+    from .writer import HFSummaryWriter
+
+_LAZY = {"HFSummaryWriter": ".writer", "HubAuthError": ".hub"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hf_summary' has no attribute {name!r}")

@@ -1,0 +1,179 @@
+"""The `hf-summary` command line: push a logdir (`sync`), keep pushing it (`watch`), or see what is pending (`status`).
+
+Exit codes: 0 success (for `status`: nothing pending), 1 upload failed or (for `status`) something pending,
+2 bad input, 3 token rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from .hub import HubAuthError, HubClient, RepoTarget
+from .retry import Backoff, call_with_retries
+from .upload_state import UploadState
+from .uploader import Uploader, default_ignore_patterns, repo_folder
+from .validation import REPO_TYPES, validate_path_in_repo, validate_repo_id
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+
+logger = logging.getLogger("hf_summary")
+
+
+class CliError(Exception):
+    """A problem with the command's input: printed without a traceback, exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.command(args)
+    except CliError as error:
+        print(f"hf-summary: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except HubAuthError as error:
+        print(f"hf-summary: error: {error}", file=sys.stderr)
+        return EXIT_AUTH
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-summary", description="TensorBoard logs on the Hugging Face Hub.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="upload what is pending in a logdir, resumably")
+    _target_arguments(sync)
+    sync.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
+    sync.add_argument("--squash", action="store_true", help="squash the branch history to one commit afterwards")
+    sync.set_defaults(command=_sync)
+
+    watch = commands.add_parser("watch", help="upload a logdir written by any program, until interrupted")
+    _target_arguments(watch)
+    watch.add_argument("--every", type=float, default=5.0, help="minutes between pushes (default: 5)")
+    watch.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
+    watch.add_argument("--squash", action="store_true", help="squash the branch history after each push")
+    watch.set_defaults(command=_watch)
+
+    status = commands.add_parser("status", help="bytes committed and pending, per file")
+    status.add_argument("logdir", type=Path)
+    status.add_argument("--include", nargs="*", default=["*.tfevents.*"], help="patterns of files to upload")
+    status.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
+    status.set_defaults(command=_status)
+    return parser
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("logdir", type=Path, help="the folder the writer logged to")
+    parser.add_argument("repo_id", help="the repo, e.g. username/my-run")
+    parser.add_argument("--path-in-repo", default="tensorboard",
+                        help="repo folder; files land in <path-in-repo>/<logdir name>/ (default: tensorboard)")
+    parser.add_argument("--repo-type", default="model", choices=REPO_TYPES)
+    parser.add_argument("--revision", default="main", help="branch to push to (default: main)")
+    parser.add_argument("--include", nargs="*", default=["*.tfevents.*"], help="patterns of files to upload")
+    parser.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
+
+
+def _uploader(args: argparse.Namespace) -> Uploader:
+    if not args.logdir.is_dir():
+        raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
+    for check in (lambda: validate_repo_id(args.repo_id), lambda: validate_path_in_repo(args.path_in_repo)):
+        try:
+            check()
+        except ValueError as error:
+            raise CliError(str(error)) from None
+    client = HubClient(RepoTarget(args.repo_id, args.repo_type, args.revision, args.private or None),
+                       token=args.token)
+    return Uploader(
+        args.logdir, client, repo_folder(args.path_in_repo, args.logdir),
+        allow_patterns=args.include, ignore_patterns=default_ignore_patterns(args.exclude),
+        squash_history=args.squash,
+    )
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    uploader = _uploader(args)
+    try:
+        call_with_retries(uploader.client.ensure_repo, Backoff(), what="Create the repo")
+        pending = uploader.pending()
+        total = sum(file.size for file in pending)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"Sync to {uploader.client.target.repo_id}",
+                  disable=total == 0) as bar:
+            info = call_with_retries(uploader.push, Backoff(), what="Push to the Hub")
+            bar.update(total)
+    except HubAuthError:
+        raise
+    except Exception as error:
+        print(f"hf-summary: upload failed, nothing is lost; run the same command again to resume: {error}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    left = uploader.pending()
+    if left:
+        print(f"hf-summary: {len(left)} file(s) changed during the upload; run again to send them.", file=sys.stderr)
+        return EXIT_FAILED
+    target = uploader.client.target
+    if info is None:
+        print(f"Nothing to upload: {args.logdir} is already in {target.url()}/tree/{target.revision}")
+    else:
+        print(f"Uploaded {len(pending)} file(s) to {target.url()}/tree/{target.revision}/{uploader.path_in_repo} "
+              f"(commit {info.oid[:12]})")
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from .scheduler import CommitScheduler
+
+    if not args.every > 0:
+        raise CliError(f"--every must be a positive number of minutes, got {args.every}.")
+    uploader = _uploader(args)
+    call_with_retries(uploader.client.ensure_repo, Backoff(), what="Create the repo")
+    scheduler = CommitScheduler(uploader, every=args.every)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"Watching {args.logdir}: pushing to {uploader.client.target.url()} every {args.every:g} min. "
+          "Ctrl-C makes a final push and stops.", flush=True)
+    done.wait()
+    print("Final push...", flush=True)
+    try:
+        scheduler.close(timeout=300)
+    except Exception as error:
+        print(f"hf-summary: final push failed ({error}); run `hf-summary sync` with the same arguments.",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .upload_plan import UploadPlanner
+
+    if not args.logdir.is_dir():
+        raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
+    planner = UploadPlanner(args.logdir, args.include, default_ignore_patterns(args.exclude))
+    targets = UploadState(args.logdir, "").all_targets() or {"(never uploaded)": {}}
+    anything_pending = False
+    for key, committed in targets.items():
+        pending = {file.relpath: file.size for file in planner.plan(committed)}
+        print(key)
+        print(f"  {'file':<64} {'committed':>12} {'pending':>12}")
+        for relpath in sorted(set(committed) | set(pending)):
+            done = committed[relpath].size if relpath in committed else 0
+            todo = max(0, pending[relpath] - done) if relpath in pending else 0
+            print(f"  {relpath:<64} {done:>12} {todo:>12}")
+        anything_pending = anything_pending or bool(pending)
+    print("pending: yes" if anything_pending else "pending: nothing")
+    return EXIT_FAILED if anything_pending else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The writer's event path: an in-process queue and one background thread that writes event files in batches.
+
+tensorboardX hands every event through a `multiprocessing.Queue` (~70 µs a call); here the logging thread only
+appends a tuple to a deque and the writer thread builds, frames and writes events in batches, waking a few times a
+second so that it does not take the GIL from the training loop at every event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.summary_pb2 import Summary
+from tensorboardX.summary import _clean_tag
+from tensorboardX.writer import FileWriter
+
+from .event_files import EventFileNamer, frame_record
+
+logger = logging.getLogger(__name__)
+
+# Item kinds on the queue. Tuples, not objects, keep the logging thread's share of the work small.
+_SCALAR = 0  # (_SCALAR, run, tag, value, step, walltime)
+_EVENT = 1  # (_EVENT, run, event)
+_FLUSH = 2  # (_FLUSH, done_event, roll_size)
+
+DEFAULT_MAX_QUEUE = 10_000
+DEFAULT_FILE_SIZE = 16 * 1024 * 1024
+_WAKE_INTERVAL = 0.25  # seconds between batches when nobody is waiting for a flush
+
+
+class _FlushRequest:
+    """A flush marker: set once everything queued before it is written, or failed to be."""
+
+    def __init__(self, roll_size: int | None) -> None:
+        self.roll_size = roll_size
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _RunFile:
+    """The event file currently written for one run folder; replaced by a new one when rolled."""
+
+    def __init__(self, folder: Path, namer: EventFileNamer) -> None:
+        self.folder = folder
+        self.namer = namer
+        self.path: Path | None = None
+        self.fd: int | None = None
+        self.size = 0
+        self.pending: list[bytes] = []
+
+    def open(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / self.namer.next_name()
+        # Unbuffered: a forked child inherits no half-filled buffer that it could write into our file.
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = 0
+        header = Event(wall_time=time.time(), file_version="brain.Event:2")
+        self.pending.insert(0, frame_record(header.SerializeToString()))
+
+    def write_pending(self) -> None:
+        if not self.pending:
+            return
+        if self.fd is None:
+            self.open()
+        data = memoryview(b"".join(self.pending))
+        self.pending.clear()
+        while data:
+            try:
+                written = os.write(self.fd, data)
+            except OSError:
+                self.pending.append(bytes(data))  # kept for the next attempt: nothing logged is dropped
+                raise
+            self.size += written
+            data = data[written:]
+
+    def close(self, fsync: bool = False) -> None:
+        if self.fd is not None:
+            if fsync:
+                os.fsync(self.fd)
+            os.close(self.fd)
+        self.fd = None
+
+
+class EventWriter:
+    """One writer thread for all the run folders of a `SummaryWriter` (its own and the `add_scalars` sub-runs).
+
+    Args:
+        logdir: the writer's folder; runs are folders relative to it ("" is the logdir itself).
+        max_queue: events that may wait in memory; past that, logging blocks until the thread catches up.
+        filename_suffix: appended to each event file name, as in tensorboardX.
+    """
+
+    def __init__(self, logdir: str, *, max_queue: int = DEFAULT_MAX_QUEUE, filename_suffix: str = "") -> None:
+        self.logdir = Path(logdir)
+        self.max_queue = max(1, max_queue)
+        self._suffix = filename_suffix
+        self._reset()
+        # Like tensorboardX, the run's first file exists, with its header record, as soon as the writer does.
+        main = self._run_file("")
+        main.open()
+        main.write_pending()
+        self._start()
+        _live_writers.add(self)
+
+    def _reset(self) -> None:
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._runs: dict[str, _RunFile] = {}
+        self._closed = False
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hf_summary-event-writer", daemon=True)
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's queued events are the parent's to write, and its files stay its own: the child starts with
+        # a new queue, new files (named with its own pid) and a new thread.
+        for run in self._runs.values():
+            if run.fd is not None:
+                os.close(run.fd)
+        self._reset()
+        self._start()
+
+    # Logging threads -------------------------------------------------------------------------------------------------
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        """Queue one item for the writer thread; blocks while `max_queue` items are already waiting."""
+        if self._closed:
+            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
+        queue = self._queue
+        queue.append(item)
+        if len(queue) >= self.max_queue:
+            with self._cond:
+                self._cond.notify_all()
+                while len(queue) >= self.max_queue and self._thread.is_alive():
+                    self._cond.wait(_WAKE_INTERVAL)
+
+    def add_scalar(self, run: str, tag: str, value: float, step: int | None, walltime: float) -> None:
+        self.put((_SCALAR, run, tag, value, step, walltime))
+
+    def add_event(self, run: str, event: Event) -> None:
+        self.put((_EVENT, run, event))
+
+    def flush(self, roll_size: int | None = None, timeout: float | None = None) -> bool:
+        """Write everything queued so far to disk and return once it is there.
+
+        Args:
+            roll_size: if given, close each run's event file that has reached this size, so that the next event
+                starts a new file (done at commit boundaries so that closed files are uploaded once).
+            timeout: seconds to wait at most; None waits until written.
+
+        Returns:
+            True if everything was written within `timeout`.
+
+        Raises:
+            OSError: the disk refused the data (full, read-only); the data stays queued for the next flush.
+        """
+        if not self._thread.is_alive():
+            return self._closed
+        request = _FlushRequest(roll_size)
+        self._queue.append((_FLUSH, request))
+        with self._cond:
+            self._cond.notify_all()
+        if not request.done.wait(timeout):
+            return False
+        if request.error is not None:
+            raise request.error
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything, close the files (fsynced) and end the thread."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout=timeout)
+        finally:
+            self._closed = True
+            with self._cond:
+                self._cond.notify_all()
+            self._thread.join(timeout)
+            for run in self._runs.values():
+                try:
+                    run.close(fsync=True)
+                except OSError as e:
+                    logger.error("Could not close event file %s: %s", run.path, e)
+
+    def current_files(self) -> list[Path]:
+        """The event files still open for appending; every other event file of this writer is final."""
+        return [run.path for run in list(self._runs.values()) if run.fd is not None and run.path is not None]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Items queued and not yet written."""
+        return len(self._queue)
+
+    # Writer thread ---------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            with self._cond:
+                if not queue and not self._closed:
+                    self._cond.wait(_WAKE_INTERVAL)
+            if queue:
+                self._write_batch(queue)
+            elif self._closed:
+                return
+
+    def _write_batch(self, queue: deque[tuple[Any, ...]]) -> None:
+        # Drain what is there now; items appended meanwhile wait for the next batch.
+        for _ in range(len(queue)):
+            item = queue.popleft()
+            kind = item[0]
+            if kind == _SCALAR:
+                _, run, tag, value, step, walltime = item
+                event = Event(wall_time=walltime, summary=Summary(value=[Summary.Value(tag=_clean_tag(tag),
+                                                                                      simple_value=value)]))
+                if step is not None:
+                    event.step = step
+                self._run_file(run).pending.append(frame_record(event.SerializeToString()))
+            elif kind == _EVENT:
+                self._run_file(item[1]).pending.append(frame_record(item[2].SerializeToString()))
+            else:
+                self._complete_flush(item[1])
+        with self._cond:
+            self._cond.notify_all()  # wakes loggers blocked on a full queue
+        self._write_files()
+
+    def _run_file(self, run: str) -> _RunFile:
+        file = self._runs.get(run)
+        if file is None:
+            file = self._runs[run] = _RunFile(self.logdir / run, EventFileNamer(self._suffix))
+        return file
+
+    def _write_files(self) -> OSError | None:
+        error = None
+        for run in self._runs.values():
+            try:
+                run.write_pending()
+            except OSError as e:
+                error = e
+                logger.error("Could not write event file %s (the events stay queued in memory): %s", run.path, e)
+        return error
+
+    def _complete_flush(self, request: _FlushRequest) -> None:
+        error = self._write_files()
+        if error is not None:
+            request.error = OSError(
+                f"Could not write TensorBoard events to '{self.logdir}': {error}. The events stay in memory and are "
+                "written at the next flush; free disk space or fix the folder's permissions."
+            )
+        elif request.roll_size is not None:
+            for run in self._runs.values():
+                if run.fd is not None and run.size >= request.roll_size:
+                    run.close()
+        request.done.set()
+
+
+class RunFileWriter(FileWriter):
+    """tensorboardX's `FileWriter` interface for one run folder, backed by the shared `EventWriter`.
+
+    Inheriting keeps `add_summary`, `add_graph` and `use_metadata` exactly as tensorboardX has them; only the
+    final hand-off (`event_writer.add_event`) changes.
+    """
+
+    def __init__(self, writer: EventWriter, logdir: str, run: str) -> None:
+        # tensorboardX's __init__ would start its own queue, thread and event file: not called on purpose.
+        self.event_writer = _RunSink(writer, logdir, run)
+        self._default_metadata = {}
+
+
+class _RunSink:
+    """What `FileWriter` calls its `event_writer`: routes events of one run into the shared queue."""
+
+    def __init__(self, writer: EventWriter, logdir: str, run: str) -> None:
+        self._writer = writer
+        self._logdir = logdir
+        self._run = run
+
+    def get_logdir(self) -> str:
+        return self._logdir
+
+    def add_event(self, event: Event) -> None:
+        self._writer.add_event(self._run, event)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.flush()
+
+    def reopen(self) -> None:
+        """Nothing to do: the shared writer reopens files as events arrive."""
+
+
+_live_writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_live_writers):
+        if not writer._closed:
+            writer._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,150 @@
+"""The Hub client: repo creation, commits, squashing and the model card tag, through huggingface_hub."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, CommitOperationAdd
+
+logger = logging.getLogger(__name__)
+
+CARD_TAG = "hf-summary-writer"
+
+
+class HubAuthError(PermissionError):
+    """The Hub rejected the token (401/403). The message names where the token came from, never the token."""
+
+
+def token_source(token: str | None) -> str:
+    """Where huggingface_hub takes the token from, in words a user can act on."""
+    if token:
+        return "the `token` argument"
+    if os.environ.get("HF_TOKEN"):
+        return "the HF_TOKEN environment variable"
+    if os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+        return "the HUGGING_FACE_HUB_TOKEN environment variable"
+    from huggingface_hub import constants
+
+    if os.path.exists(constants.HF_TOKEN_PATH):
+        return f"the token saved by `hf auth login` in {constants.HF_TOKEN_PATH}"
+    return "no token (you are not logged in)"
+
+
+def is_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks us to make no network call at all."""
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+@dataclass
+class RepoTarget:
+    """Where a run goes: a repo, its type and branch."""
+
+    repo_id: str
+    repo_type: str = "model"
+    revision: str = "main"
+    private: bool | None = None
+
+    def url(self) -> str:
+        from huggingface_hub import constants
+
+        prefix = "" if self.repo_type == "model" else f"{self.repo_type}s/"
+        return f"{constants.ENDPOINT}/{prefix}{self.repo_id}"
+
+
+class HubClient:
+    """The Hub calls made for one target repo.
+
+    Args:
+        target: the repo. `target.repo_id` is replaced by its full `namespace/name` form once the repo exists.
+        token: the token, or None to use the one huggingface_hub finds (HF_TOKEN, then `hf auth login`).
+    """
+
+    def __init__(self, target: RepoTarget, token: str | None = None) -> None:
+        from huggingface_hub import HfApi
+
+        from . import __version__
+
+        self.target = target
+        self._token = token
+        self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
+        self.repo_ready = False
+
+    def __repr__(self) -> str:
+        return f"HubClient(repo_id={self.target.repo_id!r}, repo_type={self.target.repo_type!r})"
+
+    def ensure_repo(self) -> str:
+        """Create the repo (and branch) if needed; return the full repo id.
+
+        Raises:
+            HubAuthError: the token was rejected.
+        """
+        if self.repo_ready:
+            return self.target.repo_id
+        t = self.target
+        with self._auth_errors("create the repo"):
+            url = self.api.create_repo(t.repo_id, repo_type=t.repo_type, private=t.private, exist_ok=True)
+            t.repo_id = url.repo_id
+            if t.revision != "main":
+                self.api.create_branch(t.repo_id, branch=t.revision, repo_type=t.repo_type, exist_ok=True)
+        self.repo_ready = True
+        return t.repo_id
+
+    def card_operation(self) -> CommitOperationAdd | None:
+        """A README.md update adding our tag, or None if the card already has it."""
+        from huggingface_hub import CommitOperationAdd, DatasetCard, ModelCard, RepoCard
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+        t = self.target
+        card_class = DatasetCard if t.repo_type == "dataset" else ModelCard if t.repo_type == "model" else RepoCard
+        try:
+            card = card_class.load(t.repo_id, repo_type=t.repo_type, token=self._token)
+        except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+            card = card_class("")
+        tags = card.data.get("tags") or []
+        if CARD_TAG in tags:
+            return None
+        card.data["tags"] = [*tags, CARD_TAG]
+        return CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())
+
+    def commit(self, operations: list[CommitOperationAdd], message: str) -> CommitInfo:
+        t = self.target
+        with self._auth_errors("commit"):
+            return self.api.create_commit(
+                t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
+            )
+
+    def squash(self) -> None:
+        t = self.target
+        self.api.super_squash_history(t.repo_id, branch=t.revision, repo_type=t.repo_type,
+                                      commit_message="Squash TensorBoard logs")
+
+    def _auth_errors(self, action: str):
+        return _AuthErrors(action, self._token)
+
+
+class _AuthErrors:
+    """Turns 401/403 into a HubAuthError that says which token was used and what to do."""
+
+    def __init__(self, action: str, token: str | None) -> None:
+        self._action = action
+        self._token = token
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from .retry import http_status
+
+        if exc is not None and http_status(exc) in (401, 403):
+            raise HubAuthError(
+                f"The Hub refused to {self._action} (HTTP {http_status(exc)}) with {token_source(self._token)}. "
+                "Check that this token exists and has write access to the repo's namespace, or pass another one "
+                "with `token=` / `hf auth login`."
+            ) from None
+        return False

@@ -1,0 +1,148 @@
+"""What to send in the next commit: the files that changed, cut at their last complete record.
+
+Closed event files never change, so they are sent once, straight from disk. A file that may still grow is sent from
+a snapshot of its valid prefix, so that the bytes hashed and the bytes uploaded are the same and no torn record
+leaves the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .event_files import is_event_file, scan_records
+from .upload_state import STATE_DIR, FileRecord
+
+
+@dataclass
+class PlannedFile:
+    """One file of the next commit.
+
+    Attributes:
+        relpath: path relative to the logdir, with forward slashes.
+        local_path: the file on disk.
+        size: bytes to send (the file's valid prefix).
+        mtime_ns: the file's modification time when planned.
+        final: the file will not change any more and can be sent straight from disk.
+    """
+
+    relpath: str
+    local_path: Path
+    size: int
+    mtime_ns: int
+    final: bool
+
+
+def list_files(logdir: Path, allow_patterns: list[str] | str | None, ignore_patterns: list[str]) -> list[str]:
+    """The logdir's files that match the patterns, as sorted relative paths.
+
+    Our state folder is never listed, and neither are symlinks that lead outside the logdir: a link must not let
+    the upload read files the user did not put in the run.
+    """
+    from huggingface_hub.utils import filter_repo_objects
+
+    root = logdir.resolve()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(logdir):
+        dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR and _inside(Path(dirpath, d), root))
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_file() and _inside(path, root):
+                found.append(path.relative_to(logdir).as_posix())
+    return sorted(filter_repo_objects(found, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    if not path.is_symlink():
+        return True
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+class UploadPlanner:
+    """Decides what changed since the last commit, remembering how far each event file has been checked.
+
+    Args:
+        logdir: the folder to upload.
+        allow_patterns: patterns a file must match (huggingface_hub's `allow_patterns`).
+        ignore_patterns: patterns that exclude a file.
+    """
+
+    def __init__(self, logdir: Path, allow_patterns: list[str] | str | None, ignore_patterns: list[str]) -> None:
+        self.logdir = logdir
+        self.allow_patterns = allow_patterns
+        self.ignore_patterns = ignore_patterns
+        self._checked: dict[str, int] = {}  # relpath -> a record boundary up to which the file is known valid
+
+    def plan(self, committed: dict[str, FileRecord], open_files: Iterable[Path] = ()) -> list[PlannedFile]:
+        """The files whose valid content differs from what `committed` says is on the Hub.
+
+        Args:
+            committed: the upload state.
+            open_files: files a writer of this process may still append to.
+        """
+        still_open = {Path(p).resolve() for p in open_files}
+        relpaths = list_files(self.logdir, self.allow_patterns, self.ignore_patterns)
+        newest_per_folder = {}
+        for relpath in relpaths:
+            if is_event_file(relpath):
+                newest_per_folder[os.path.dirname(relpath)] = relpath  # sorted: the last one wins
+        planned = []
+        for relpath in relpaths:
+            path = self.logdir / relpath
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            record = committed.get(relpath)
+            if is_event_file(relpath):
+                size = self._valid_size(relpath, path, stat.st_size, record)
+                if size == 0 or (record is not None and record.size == size):
+                    continue
+                # Another program may still append to the newest file of a folder; ours tells us what it has open.
+                final = (size == stat.st_size and path.resolve() not in still_open
+                         and newest_per_folder.get(os.path.dirname(relpath)) != relpath)
+            else:
+                size = stat.st_size
+                if record is not None and record.size == size and record.mtime_ns == stat.st_mtime_ns:
+                    continue
+                final = False
+            planned.append(PlannedFile(relpath, path, size, stat.st_mtime_ns, final))
+        return planned
+
+    def _valid_size(self, relpath: str, path: Path, file_size: int, record: FileRecord | None) -> int:
+        start = self._checked.get(relpath, 0)
+        if record is not None and record.size <= file_size:
+            start = max(start, record.size)  # committed bytes were checked before they were sent
+        if start > file_size:
+            start = 0  # the file was replaced by a shorter one: check it all again
+        if start == file_size:
+            return start
+        result = scan_records(path, start)
+        self._checked[relpath] = result.valid_size
+        return result.valid_size
+
+
+def snapshot(file: PlannedFile, folder: Path) -> Path:
+    """Copy the planned prefix of a file that may still grow, so the client hashes and sends the same bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / file.relpath.replace("/", "%2F")
+    with open(file.local_path, "rb") as src, open(target, "wb") as dst:
+        remaining = file.size
+        while remaining > 0:
+            chunk = src.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise OSError(f"{file.local_path} shrank while it was being copied for upload")
+            dst.write(chunk)
+            remaining -= len(chunk)
+    return target
+
+
+def clear_snapshots(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

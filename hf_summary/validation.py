@@ -1,0 +1,72 @@
+"""Argument checks, done before anything is created so that bad input leaves no file or thread behind."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import PurePosixPath
+
+REPO_TYPES = ("model", "dataset", "space")
+
+
+def validate_repo_id(repo_id: object) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as hf_validate
+
+    if not isinstance(repo_id, str) or not repo_id:
+        raise ValueError(f"repo_id must be a non-empty string like 'username/my-run', got {repo_id!r}.")
+    try:
+        hf_validate(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"Invalid repo_id {repo_id!r}: {error} Use the form 'username/my-run'.") from None
+
+
+def validate_path_in_repo(path_in_repo: object) -> None:
+    if path_in_repo is None:
+        return
+    if not isinstance(path_in_repo, str):
+        raise ValueError(f"path_in_repo must be a string like 'tensorboard', got {path_in_repo!r}.")
+    parts = PurePosixPath(path_in_repo.replace("\\", "/")).parts
+    if ".." in parts or "\x00" in path_in_repo:
+        raise ValueError(f"path_in_repo {path_in_repo!r} may not contain '..': use a folder inside the repo, "
+                         "like 'tensorboard'.")
+
+
+def validate_patterns(name: str, patterns: object) -> None:
+    if patterns is None or isinstance(patterns, str):
+        return
+    if not isinstance(patterns, list | tuple) or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"{name} must be a glob pattern or a list of them, like '*.tfevents.*', got {patterns!r}.")
+
+
+def validate_arguments(
+    *,
+    repo_id: object,
+    logdir: str | os.PathLike[str],
+    commit_every: object,
+    repo_type: object,
+    path_in_repo: object,
+    allow_patterns: object,
+    ignore_patterns: object,
+    max_file_size: object,
+    close_timeout: object,
+) -> None:
+    """Check the writer's arguments.
+
+    Raises:
+        ValueError: the first bad argument, with what to pass instead.
+    """
+    validate_repo_id(repo_id)
+    if isinstance(commit_every, bool) or not isinstance(commit_every, numbers.Real) or not commit_every > 0:
+        raise ValueError(f"commit_every must be a positive number of minutes (e.g. 5), got {commit_every!r}.")
+    if repo_type is not None and repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}.")
+    if os.path.isfile(logdir):
+        raise ValueError(f"logdir {str(logdir)!r} is a file; pass a folder (it is created if missing).")
+    validate_path_in_repo(path_in_repo)
+    validate_patterns("repo_allow_patterns", allow_patterns)
+    validate_patterns("repo_ignore_patterns", ignore_patterns)
+    if isinstance(max_file_size, bool) or not isinstance(max_file_size, int) or max_file_size <= 0:
+        raise ValueError(f"max_file_size must be a positive number of bytes, got {max_file_size!r}.")
+    if isinstance(close_timeout, bool) or not isinstance(close_timeout, numbers.Real) or close_timeout < 0:
+        raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}.")

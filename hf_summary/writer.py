@@ -1,0 +1,324 @@
+"""`HFSummaryWriter`: a tensorboardX `SummaryWriter` whose logdir is pushed to the Hub in the background."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+import weakref
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tensorboardX import SummaryWriter
+
+from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE, EventWriter, RunFileWriter
+from .hub import HubAuthError, HubClient, RepoTarget, is_offline
+from .scheduler import CommitScheduler
+from .uploader import Uploader, default_ignore_patterns, repo_folder
+from .validation import validate_arguments
+
+logger = logging.getLogger(__name__)
+
+
+class HFSummaryWriter(SummaryWriter):
+    """A `tensorboardX.SummaryWriter` that also commits its logdir to a Hub repo every `commit_every` minutes.
+
+    Events are written locally first, by a background thread, and pushed by another. The training loop never waits
+    for the Hub and never sees its errors: if the Hub cannot be reached, logging goes on locally and the repo is
+    created and filled once it answers. Only complete records are uploaded, and each closed event file only once.
+
+    Args:
+        repo_id: the repo to push to, `namespace/name` (or `name`, for your own namespace).
+        logdir: where event files are written; defaults to `runs/<date>_<host><comment>` like tensorboardX.
+        commit_every: minutes between pushes. Defaults to 5.
+        squash_history: squash the branch to a single commit after each push. Defaults to False.
+        repo_type: "model" (default), "dataset" or "space".
+        repo_revision: the branch to push to; created if missing. Defaults to "main".
+        repo_private: create the repo private. Ignored if the repo exists.
+        path_in_repo: the repo folder for the logs; files land in `<path_in_repo>/<logdir name>/`.
+            Defaults to "tensorboard".
+        repo_allow_patterns: only files matching these are pushed. Defaults to `"*.tfevents.*"`.
+        repo_ignore_patterns: files matching these are not pushed.
+        token: the Hub token; defaults to the one huggingface_hub finds (HF_TOKEN, `hf auth login`).
+        max_file_size: an event file that reaches this size (bytes) is closed at the next push and a new one
+            started, so each closed file is uploaded once. Defaults to 16 MiB.
+        queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
+        close_timeout: seconds `close()` waits for the final push. Defaults to 60.
+        hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
+        kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
+            `max_queue` and `flush_secs` have no use here: events are written a few times a second.
+
+    Raises:
+        ValueError: a malformed argument (repo id, interval, logdir, path_in_repo, patterns).
+        HubAuthError: the Hub answered and refused the token.
+
+    Example:
+        ```py
+        >>> from hf_summary import HFSummaryWriter
+        >>> with HFSummaryWriter(repo_id="me/my-run", commit_every=5) as writer:
+        ...     for step in range(100):
+        ...         writer.add_scalar("loss", 1 / (step + 1), step)
+        ...     writer.scheduler.trigger().result()   # push now
+        ```
+    """
+
+    def __init__(
+        self,
+        repo_id: str,
+        *,
+        logdir: str | None = None,
+        commit_every: int | float = 5,
+        squash_history: bool = False,
+        repo_type: str | None = None,
+        repo_revision: str | None = None,
+        repo_private: bool | None = None,
+        path_in_repo: str | None = "tensorboard",
+        repo_allow_patterns: list[str] | str | None = "*.tfevents.*",
+        repo_ignore_patterns: list[str] | str | None = None,
+        token: str | None = None,
+        max_file_size: int = DEFAULT_FILE_SIZE,
+        queue_size: int = DEFAULT_MAX_QUEUE,
+        close_timeout: float = 60.0,
+        hub_timeout: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
+        validate_arguments(
+            repo_id=repo_id, logdir=logdir, commit_every=commit_every, repo_type=repo_type,
+            path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
+            max_file_size=max_file_size, close_timeout=close_timeout,
+        )
+        self._events: EventWriter | None = None
+        self._queue_size = queue_size
+        self._closing = False
+        self.max_file_size = max_file_size
+        self.close_timeout = close_timeout
+        self._path_in_repo_arg = path_in_repo
+
+        client = HubClient(
+            RepoTarget(repo_id, repo_type or "model", repo_revision or "main", repo_private), token=token
+        )
+        offline = is_offline()
+        if not offline:
+            _check_hub(client, hub_timeout)  # raises on a rejected token, before anything is created
+
+        super().__init__(logdir=logdir, **kwargs)
+        self._hub = client
+        self._uploader = Uploader(
+            Path(self.logdir),
+            client,
+            repo_folder(path_in_repo, Path(self.logdir)),
+            allow_patterns=repo_allow_patterns,
+            ignore_patterns=default_ignore_patterns(repo_ignore_patterns),
+            squash_history=squash_history,
+            open_files=self._open_event_files,
+        )
+        self.scheduler = CommitScheduler(
+            self._uploader, every=commit_every, before_push=self._flush_for_push, enabled=not offline
+        )
+        self._owner_pid = os.getpid()
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # Where the logs go -----------------------------------------------------------------------------------------------
+
+    @property
+    def repo_id(self) -> str:
+        return self._hub.target.repo_id
+
+    @property
+    def repo_type(self) -> str:
+        return self._hub.target.repo_type
+
+    @property
+    def repo_revision(self) -> str:
+        return self._hub.target.revision
+
+    @property
+    def path_in_repo(self) -> str:
+        """The repo folder that receives this writer's files."""
+        return self._uploader.path_in_repo
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(repo_id={self.repo_id!r}, repo_type={self.repo_type!r}, "
+                f"repo_revision={self.repo_revision!r}, path_in_repo={self.path_in_repo!r}, logdir={self.logdir!r})")
+
+    def sync_command(self) -> str:
+        """The shell command that uploads whatever this writer could not push."""
+        words = ["hf-summary", "sync", str(self.logdir), self.repo_id]
+        if self._path_in_repo_arg != "tensorboard":
+            words += ["--path-in-repo", self._path_in_repo_arg or ""]
+        if self.repo_type != "model":
+            words += ["--repo-type", self.repo_type]
+        if self.repo_revision != "main":
+            words += ["--revision", self.repo_revision]
+        return shlex.join(words)
+
+    # tensorboardX hooks: events go through our EventWriter -----------------------------------------------------------
+
+    def _get_file_writer(self) -> Any:
+        if not self._write_to_disk:
+            return super()._get_file_writer()
+        if self.all_writers is None or self.file_writer is None:
+            if self._events is None or self._events.closed:
+                self._events = EventWriter(self.logdir, max_queue=self._queue_size,
+                                           filename_suffix=self._filename_suffix or "")
+            self.file_writer = RunFileWriter(self._events, self.logdir, "")
+            if self.purge_step is not None:
+                from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+                self.file_writer.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
+                self.file_writer.add_event(
+                    Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START)))
+            self.all_writers = {self.logdir: self.file_writer}
+        return self.file_writer
+
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        display_name: str | None = "",
+        summary_description: str | None = "",
+    ) -> None:
+        """Add a scalar, as tensorboardX does; the event is built and written by the writer thread."""
+        file_writer = self.file_writer
+        if (display_name or summary_description or not isinstance(file_writer, RunFileWriter)
+                or file_writer._default_metadata or self._comet_enabled()):
+            super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
+            return
+        self._events.add_scalar(
+            "", tag, _as_float(tag, scalar_value), None if global_step is None else int(global_step),
+            time.time() if walltime is None else walltime,
+        )
+
+    def add_scalars(
+        self,
+        main_tag: str,
+        tag_scalar_dict: dict[str, Any],
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
+        """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does."""
+        if not self._write_to_disk or self._comet_enabled():
+            super().add_scalars(main_tag, tag_scalar_dict, global_step, walltime)
+            return
+        walltime = time.time() if walltime is None else walltime
+        step = None if global_step is None else int(global_step)
+        self._get_file_writer()
+        events = self._events
+        for tag, value in tag_scalar_dict.items():
+            run = os.path.join(main_tag, tag)
+            fw_tag = os.path.join(str(self.logdir), run)
+            if fw_tag not in self.all_writers:
+                self.all_writers[fw_tag] = RunFileWriter(events, fw_tag, run)
+            number = _as_float(main_tag, value)
+            events.add_scalar(run, main_tag, number, step, walltime)
+            self.scalar_dict.setdefault(fw_tag, []).append([walltime, global_step, number])
+
+    def flush(self) -> None:
+        """Write everything logged so far to disk; returns once it is there."""
+        if self._events is not None and not self._events.closed:
+            self._events.flush()
+        super().flush()
+
+    def close(self) -> None:
+        """Write everything, close the event files and make a final push (waiting at most `close_timeout`).
+
+        A push that fails or runs out of time is logged with the command that completes it later; it is never
+        raised, so it cannot hide an exception of the training script or fail a good run at its end.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            super().close()
+            if self._events is not None:
+                self._events.close()
+            if os.getpid() == self._owner_pid:
+                self._final_push()
+        finally:
+            self._closing = False
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+        self.close()
+
+    # Internals -------------------------------------------------------------------------------------------------------
+
+    def _final_push(self) -> None:
+        if not self.scheduler.enabled:
+            if not self.scheduler.stopped:
+                self.scheduler.stop()
+                logger.warning("HF_HUB_OFFLINE is set: nothing was pushed. Upload the run later with:\n  %s",
+                               self.sync_command())
+            return
+        try:
+            self.scheduler.close(self.close_timeout)
+        except Exception as error:
+            logger.error("The final push of %s to %s did not complete (%s). Your logs are safe in '%s'; upload "
+                         "them with:\n  %s", self.logdir, self.repo_id, error or type(error).__name__, self.logdir,
+                         self.sync_command())
+
+    def _flush_for_push(self) -> None:
+        events = self._events
+        if events is not None and not events.closed:
+            events.flush(roll_size=self.max_file_size)
+
+    def _open_event_files(self) -> list[Path]:
+        events = self._events
+        return events.current_files() if events is not None and not events.closed else []
+
+    def _comet_enabled(self) -> bool:
+        return self._comet_logger is not None and not (self._comet_config or {}).get("disabled", False)
+
+
+def _as_float(tag: str, value: Any) -> float:
+    """A scalar as a Python float; tensors and arrays become numbers here, on the caller's thread."""
+    if type(value) is float:
+        return value
+    if isinstance(value, str | bytes):
+        raise TypeError(f"add_scalar('{tag}') expects a number, got the string {value!r}.")
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"add_scalar('{tag}') expects a number or a one-element tensor/array, got {type(value).__name__}: {error}"
+        ) from None
+
+
+def _default_logdir(comment: str) -> str:
+    # The same default as tensorboardX, computed here because the Hub check runs before the base constructor.
+    return os.path.join("runs", datetime.now().strftime("%b%d_%H-%M-%S") + "_" + socket.gethostname() + comment)
+
+
+def _check_hub(client: HubClient, timeout: float) -> None:
+    """Create the repo now if the Hub answers within `timeout`; only a rejected token is an error here."""
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            client.ensure_repo()
+            outcome.append(None)
+        except BaseException as error:  # noqa: B036 - handed to the constructor's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=check, name="hf_summary-hub-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        logger.warning("The Hub did not answer within %.0fs; logging locally, the push will retry.", timeout)
+    elif isinstance(outcome[0], HubAuthError):
+        raise outcome[0]
+    elif outcome[0] is not None:
+        logger.warning("The Hub cannot be reached (%s); logging locally, the push will retry.", outcome[0])
+
+
+def _close_at_exit(ref: weakref.ref[HFSummaryWriter]) -> None:
+    writer = ref()
+    if writer is not None and os.getpid() == writer._owner_pid and not writer.scheduler.stopped:
+        writer.close()

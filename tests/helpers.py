@@ -1,0 +1,41 @@
+"""Reading runs back the way TensorBoard does: files downloaded from the Hub, parsed by tensorboard itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from hf_summary.testing import LocalHub
+
+SIZE_GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}  # 0: keep every event
+
+
+def download_run(hub: LocalHub, repo_id: str, folder: str, dest: Path, repo_type: str = "model") -> Path:
+    """Write the repo's files under `folder` into `dest` (keeping sub-folders) and return `dest`."""
+    prefix = folder.rstrip("/") + "/"
+    files = {p: b for p, b in hub.repo_files(repo_id, repo_type=repo_type).items() if p.startswith(prefix)}
+    assert files, f"nothing under {folder!r} in {repo_id}: {sorted(hub.repo_files(repo_id, repo_type=repo_type))}"
+    for path, data in files.items():
+        target = dest / path[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return dest
+
+
+def accumulate(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir), size_guidance=SIZE_GUIDANCE)
+    acc.Reload()
+    return acc
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in accumulate(run_dir).Scalars(tag)]
+
+
+def snapshot_run(repo_id: str, folder: str, dest: Path, repo_type: str = "model") -> Path:
+    """Download the run through the real client, as a user would, and return its local folder."""
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(repo_id, repo_type=repo_type, local_dir=dest, allow_patterns=[f"{folder}/*", f"{folder}/**"])
+    return dest / folder

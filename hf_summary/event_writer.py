@@ -57,9 +57,15 @@ class _RunFile:
 
     def open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / self.namer.next_name()
-        # Unbuffered: a forked child inherits no half-filled buffer that it could write into our file.
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        while True:
+            self.path = self.folder / self.namer.next_name()
+            try:
+                # Exclusive: a file that exists (another writer of this process, same second) is never appended to.
+                # Unbuffered: a forked child inherits no half-filled buffer that it could write into our file.
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+                break
+            except FileExistsError:
+                continue
         self.size = 0
         header = Event(wall_time=time.time(), file_version="brain.Event:2")
         self.pending.insert(0, frame_record(header.SerializeToString()))

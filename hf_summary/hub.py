@@ -105,11 +105,12 @@ class HubClient:
         try:
             card = card_class.load(t.repo_id, repo_type=t.repo_type, token=self._token)
         except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
-            card = card_class("")
-        tags = card.data.get("tags") or []
-        if CARD_TAG in tags:
-            return None
-        card.data["tags"] = [*tags, CARD_TAG]
+            card = card_class(f"---\ntags:\n- {CARD_TAG}\n---\n")
+        else:
+            tags = card.data.get("tags") or []
+            if CARD_TAG in tags:
+                return None
+            card.data["tags"] = [*tags, CARD_TAG]
         return CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())
 
     def commit(self, operations: list[CommitOperationAdd], message: str) -> CommitInfo:

@@ -46,7 +46,7 @@ def test_all_kinds_round_trip_through_the_hub(hub: LocalHub, repo_id: str, logdi
     histogram = acc.Histograms("weights")
     assert [h.step for h in histogram] == [3] and histogram[0].histogram_value.num == 100
     assert [i.step for i in acc.Images("image")] == [4]
-    text = acc.Tensors("notes")
+    text = acc.Tensors("notes/text_summary")
     assert text[0].step == 5 and b"hello hub" in text[0].tensor_proto.string_val[0]
     assert scalars(run / "group" / "a", "group") == [(6, 1.0)]
     assert scalars(run / "group" / "b", "group") == [(6, 2.0)]

@@ -1,0 +1,9 @@
+"""A local Hugging Face Hub server for tests: `LocalHub` speaks the Hub's HTTP API to the real `huggingface_hub`.
+
+Standard library only: importing this package does not import `huggingface_hub`, torch or tensorboard.
+"""
+
+from .faults import FAULT_KINDS, HubStats
+from .hub import LocalHub
+
+__all__ = ["FAULT_KINDS", "HubStats", "LocalHub"]

@@ -1,0 +1,293 @@
+"""`LocalHub`: start, stop, pause and inspect a local Hugging Face Hub server."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Collection, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from .auth import TokenRegistry
+from .errors import HubError
+from .faults import DEFAULT_FAULT_KINDS, FaultInjector, HubStats, StatsRecorder
+from .server import HubHTTPServer, HubState
+from .storage import DEFAULT_BRANCH, RepoKey, Storage
+
+DEFAULT_TOKEN = "hf_local_token"
+DEFAULT_USER = "local-user"
+
+
+class LocalHub:
+    """A real HTTP server on the local machine that speaks enough of the Hugging Face Hub API for `huggingface_hub`.
+
+    Point the client at it with `HF_ENDPOINT=hub.endpoint` and `HF_HUB_DISABLE_XET=1`, set before
+    `huggingface_hub` is imported (see `env()`); repositories, uploads, downloads, commit history, squashing,
+    permissions and error responses then behave like on the Hub. State is kept on disk under `root`.
+
+    Args:
+        root: Folder holding repositories and blobs. A server started again on the same folder sees the same
+            repositories. None uses a temporary folder, removed by `stop()`.
+        host: Interface to listen on.
+        port: Port to listen on; 0 picks a free one (kept across `pause()`/`resume()`).
+        users: Access tokens, as token -> user name; all of them can write. Defaults to
+            `{"hf_local_token": "local-user"}`. Every user owns the namespace named after it.
+
+    Example:
+        ```python
+        import os, subprocess, sys
+        from hf_summary.testing import LocalHub
+
+        with LocalHub() as hub:
+            code = "from huggingface_hub import HfApi; HfApi().create_repo('local-user/demo')"
+            subprocess.run([sys.executable, "-c", code], env={**os.environ, **hub.env()}, check=True)
+            assert hub.repo_exists("local-user/demo")
+            assert ".gitattributes" in hub.repo_files("local-user/demo")
+        ```
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        users: Mapping[str, str] | None = None,
+    ):
+        self._owns_root = root is None
+        self._root = Path(tempfile.mkdtemp(prefix="local-hub-")) if root is None else Path(root)
+        self._host = host
+        self._port = port
+        self._tokens = TokenRegistry(dict(users) if users else {DEFAULT_TOKEN: DEFAULT_USER})
+        self._default_identity = self._tokens.first()
+        self._state = HubState(
+            storage=Storage(self._root),
+            tokens=self._tokens,
+            faults=FaultInjector(),
+            stats=StatsRecorder(),
+            signing_key=_signing_key(self._root),
+        )
+        self._lifecycle = threading.Lock()
+        self._server: HubHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._started = False
+
+    def __repr__(self) -> str:
+        status = "stopped" if not self._started else ("paused" if self._server is None else "running")
+        return f"LocalHub(root={str(self._root)!r}, port={self._port}, {status})"
+
+    def __enter__(self) -> LocalHub:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> LocalHub:
+        """Start listening (no-op if already started) and return self."""
+        with self._lifecycle:
+            if self._started:
+                return self
+            if not self._root.exists():
+                # A temporary root removed by a previous stop(): start afresh.
+                self._root.mkdir(parents=True)
+                self._state.storage = Storage(self._root)
+                self._state.signing_key = _signing_key(self._root)
+            self._listen()
+            self._started = True
+            return self
+
+    def stop(self) -> None:
+        """Stop the server, cut open connections and remove the root if it is a temporary folder. Idempotent."""
+        with self._lifecycle:
+            self._close()
+            self._started = False
+            if self._owns_root:
+                shutil.rmtree(self._root, ignore_errors=True)
+
+    def pause(self) -> None:
+        """Make the Hub unreachable: the listening socket and open connections are closed, so new connections are
+        refused. Idempotent; no-op when not started."""
+        with self._lifecycle:
+            self._close()
+
+    def resume(self) -> None:
+        """Listen again, on the same port, after `pause()`. Idempotent; no-op when not started."""
+        with self._lifecycle:
+            if self._started and self._server is None:
+                self._listen()
+
+    def _listen(self) -> None:
+        server = HubHTTPServer((self._host, self._port), self._state)
+        self._port = server.server_address[1]
+        self._state.endpoint = self.endpoint
+        self._server = server
+        # A short poll interval keeps pause()/stop() fast; serve_forever only polls to notice shutdown requests.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"local-hub-{self._port}", daemon=True
+        )
+        self._thread.start()
+
+    def _close(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server.close_connections()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    # ---------------------------------------------------------------- connection details
+
+    @property
+    def root(self) -> Path:
+        """Folder holding the state of the Hub."""
+        return self._root
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the server, e.g. "http://127.0.0.1:43210".
+
+        Raises:
+            RuntimeError: the port is not known yet (port 0 and never started).
+        """
+        if self._port == 0:
+            raise RuntimeError("The LocalHub has not been started yet")
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def token(self) -> str:
+        """The first token given in `users` (or the default token)."""
+        return self._default_identity.token
+
+    @property
+    def user(self) -> str:
+        """The user behind `token`."""
+        return self._default_identity.user
+
+    def add_token(self, token: str, user: str, *, write: bool = True) -> None:
+        """Register an access token for `user`; `write=False` makes a read-only token."""
+        self._tokens.add(token, user, write=write)
+
+    def env(self) -> dict[str, str]:
+        """Environment variables pointing `huggingface_hub` (in a subprocess) at this server with `token`."""
+        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": self.token}
+
+    # ---------------------------------------------------------------- faults and statistics
+
+    def set_faults(
+        self,
+        failure_rate: float = 0.0,
+        *,
+        latency: float = 0.0,
+        kinds: Iterable[str] = DEFAULT_FAULT_KINDS,
+        retry_after: int = 1,
+        seed: int | None = None,
+        methods: Collection[str] | None = None,
+    ) -> None:
+        """Make requests fail at random, and/or slow every request down.
+
+        Args:
+            failure_rate: Probability, in [0, 1], that a request fails.
+            latency: Seconds added to every request.
+            kinds: Faults to pick from at random: "500", "503", "429" (with a `Retry-After` header), "drop" (the
+                connection is closed without a response, before processing) and "drop_after" (the request is
+                processed, then the connection is closed without a response: a lost response).
+            retry_after: Seconds announced in the `Retry-After` header of 429 responses.
+            seed: Seed of the random generator, for reproducible fault sequences.
+            methods: Only requests with these HTTP methods (e.g. {"POST"}) can fail; None means all.
+
+        Raises:
+            ValueError: invalid rate, latency or kinds.
+        """
+        self._state.faults.configure(
+            failure_rate, latency=latency, kinds=kinds, retry_after=retry_after, seed=seed, methods=methods
+        )
+
+    def clear_faults(self) -> None:
+        """Stop injecting faults and latency."""
+        self._state.faults.clear()
+
+    @property
+    def stats(self) -> HubStats:
+        """A snapshot of the traffic counters."""
+        return self._state.stats.snapshot()
+
+    def reset_stats(self) -> None:
+        """Set all traffic counters back to zero."""
+        self._state.stats.reset()
+
+    # ---------------------------------------------------------------- direct inspection (no HTTP)
+
+    def repo_exists(self, repo_id: str, repo_type: str = "model") -> bool:
+        """Whether the repository exists (private or not)."""
+        return self._state.storage.repo(RepoKey.parse(repo_type, repo_id)) is not None
+
+    def is_private(self, repo_id: str, repo_type: str = "model") -> bool:
+        """Whether the repository is private.
+
+        Raises:
+            KeyError: the repository does not exist.
+        """
+        repo = self._state.storage.repo(RepoKey.parse(repo_type, repo_id))
+        if repo is None:
+            raise KeyError(f"{repo_type} repository {repo_id!r} does not exist")
+        return repo.private
+
+    def repo_files(self, repo_id: str, *, repo_type: str = "model", revision: str = DEFAULT_BRANCH) -> dict[str, bytes]:
+        """Every file of the repository at a revision (branch, tag or commit id), with its content.
+
+        Raises:
+            KeyError: the repository or revision does not exist.
+        """
+        key, commit_id = self._resolve(repo_id, repo_type, revision)
+        storage = self._state.storage
+        return {path: storage.read_blob(entry.sha256) for path, entry in storage.commit(key, commit_id).files.items()}
+
+    def commits(self, repo_id: str, *, repo_type: str = "model", revision: str = DEFAULT_BRANCH) -> list[dict]:
+        """History of a revision, newest first.
+
+        Returns:
+            One dict per commit with "id", "title", "message", "author", "date", "parents" and "files" (the paths
+            the commit added, modified or deleted, compared to its parent).
+
+        Raises:
+            KeyError: the repository or revision does not exist.
+        """
+        key, commit_id = self._resolve(repo_id, repo_type, revision)
+        return [
+            {
+                "id": commit.id,
+                "title": commit.title,
+                "message": commit.message,
+                "author": commit.author,
+                "date": commit.date,
+                "parents": list(commit.parents),
+                "files": list(commit.changed),
+            }
+            for commit in self._state.storage.history(key, commit_id)
+        ]
+
+    def _resolve(self, repo_id: str, repo_type: str, revision: str) -> tuple[RepoKey, str]:
+        key = RepoKey.parse(repo_type, repo_id)
+        if self._state.storage.repo(key) is None:
+            raise KeyError(f"{repo_type} repository {repo_id!r} does not exist")
+        try:
+            return key, self._state.storage.resolve(key, revision)
+        except HubError as err:
+            raise KeyError(f"revision {revision!r} does not exist in {repo_type} repository {repo_id!r}") from err
+
+
+def _signing_key(root: Path) -> bytes:
+    """The key signing LFS upload URLs, kept in the root so URLs stay valid across a restart."""
+    path = root / "upload-signing.key"
+    if not path.exists():
+        path.write_bytes(secrets.token_bytes(32))
+    return path.read_bytes()

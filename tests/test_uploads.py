@@ -1,0 +1,211 @@
+"""Upload only complete records, roll files, resume after a crash, and the hf-summary command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from tensorboardX import SummaryWriter
+
+from hf_summary import HFSummaryWriter
+from hf_summary.event_files import frame_record, iter_records, scan_records
+from hf_summary.testing import LocalHub
+
+from .helpers import download_run, scalars
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hf_summary.cli", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def _tbx_run(logdir: Path, steps: range, tag: str = "loss") -> Path:
+    writer = SummaryWriter(str(logdir))
+    for step in steps:
+        writer.add_scalar(tag, float(step), step)
+    writer.close()
+    (path,) = [p for p in logdir.iterdir() if "tfevents" in p.name]
+    return path
+
+
+def test_torn_and_corrupt_tails_are_never_uploaded(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    logdir = tmp_path / "torn"
+    torn = _tbx_run(logdir / "a", range(10))
+    corrupt = _tbx_run(logdir / "b", range(10))
+    torn_valid, corrupt_valid = torn.stat().st_size, corrupt.stat().st_size
+    with open(torn, "ab") as f:
+        f.write(frame_record(b"x" * 40)[:25])
+    bad = bytearray(frame_record(b"y" * 40))
+    bad[-2] ^= 0x55
+    with open(corrupt, "ab") as f:
+        f.write(bytes(bad))
+
+    result = _cli("sync", str(logdir), repo_id)
+    assert result.returncode == 0, result.stderr
+    files = hub.repo_files(repo_id)
+    assert files[f"tensorboard/torn/a/{torn.name}"] == torn.read_bytes()[:torn_valid]
+    assert files[f"tensorboard/torn/b/{corrupt.name}"] == corrupt.read_bytes()[:corrupt_valid]
+    run = download_run(hub, repo_id, "tensorboard/torn", tmp_path / "dl")
+    assert scalars(run / "a", "loss") == [(s, float(s)) for s in range(10)]
+
+    # Completing the torn record makes it valid: the next sync sends it, and only then.
+    with open(torn, "ab") as f:
+        f.write(frame_record(b"x" * 40)[25:])
+    assert _cli("sync", str(logdir), repo_id).returncode == 0
+    assert hub.repo_files(repo_id)[f"tensorboard/torn/a/{torn.name}"] == torn.read_bytes()
+
+
+def test_rolling_files_upload_each_closed_file_once(hub: LocalHub, repo_id: str, logdir: Path,
+                                                    tmp_path: Path) -> None:
+    hub.reset_stats()
+    with HFSummaryWriter(repo_id, logdir=str(logdir), max_file_size=4096) as writer:
+        for round_ in range(6):
+            for i in range(100):
+                step = round_ * 100 + i
+                writer.add_scalar("loss", float(step), step)
+            writer.scheduler.trigger().result(timeout=60)
+    names = sorted(p.name for p in logdir.iterdir() if "tfevents" in p.name)
+    assert len(names) >= 4
+    uploads = hub.stats.per_path_uploads
+    prefix = f"tensorboard/{logdir.name}/"
+    for name in names[:-1]:
+        assert uploads[prefix + name] == 1, (name, uploads)
+    run = download_run(hub, repo_id, prefix.rstrip("/"), tmp_path / "dl")
+    assert scalars(run, "loss") == [(s, float(s)) for s in range(600)]
+
+
+def test_restarted_writer_resumes_without_resending(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    with HFSummaryWriter(repo_id, logdir=str(logdir)) as writer:
+        writer.add_scalar("a", 1.0, 0)
+    first = set(hub.repo_files(repo_id))
+    hub.reset_stats()
+    with HFSummaryWriter(repo_id, logdir=str(logdir)) as writer:
+        writer.add_scalar("a", 2.0, 1)
+    uploaded = set(hub.stats.per_path_uploads)
+    assert uploaded and not (uploaded & first)
+
+
+_CRASHING_WRITER = textwrap.dedent("""
+    import sys
+    from hf_summary import HFSummaryWriter
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, max_file_size=20_000)
+    step = 0
+    while True:
+        for _ in range(200):
+            writer.add_scalar("loss", float(step), step)
+            step += 1
+        if step % 1000 == 0:
+            writer.scheduler.trigger().result()
+        if step == 2000:
+            print("ready", flush=True)
+""")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_then_sync_has_every_record_once(hub: LocalHub, repo_id: str, logdir: Path, seed: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _CRASHING_WRITER, repo_id, str(logdir)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.05 * seed)  # a different point of the run for each seed; correctness does not depend on it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    result = _cli("sync", str(logdir), repo_id)
+    assert result.returncode == 0, result.stderr
+    files = hub.repo_files(repo_id)
+    steps: list[int] = []
+    for path in sorted(logdir.glob("*tfevents*")):
+        local_valid = path.read_bytes()[: scan_records(path).valid_size]
+        remote = files[f"tensorboard/{logdir.name}/{path.name}"]
+        assert remote == local_valid
+        steps += _steps(path)
+    assert len(steps) == len(set(steps)) and steps == sorted(steps) and len(steps) >= 2000
+    assert _cli("status", str(logdir)).returncode == 0
+
+
+def _steps(path: Path) -> list[int]:
+    from tensorboardX.proto.event_pb2 import Event
+
+    events = [Event.FromString(r) for r in iter_records(path)]
+    return [e.step for e in events if e.HasField("summary")]
+
+
+def test_two_processes_syncing_one_logdir(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    logdir = tmp_path / "shared"
+    total = sum(_tbx_run(logdir / f"run{i}", range(2000)).stat().st_size for i in range(4))
+    _cli("sync", str(logdir), repo_id, "--include", "nothing-matches")  # creates the repo first
+    hub.reset_stats()
+    procs = [subprocess.Popen([sys.executable, "-m", "hf_summary.cli", "sync", str(logdir), repo_id],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    uploads = hub.stats.per_path_uploads
+    assert all(count == 1 for count in uploads.values())
+    assert len([p for p in uploads if "tfevents" in p]) == 4
+    card = len(hub.repo_files(repo_id)["README.md"]) if "README.md" in uploads else 0
+    assert hub.stats.upload_bytes == total + card
+
+
+def test_status_reports_pending_and_committed(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    logdir = tmp_path / "st"
+    path = _tbx_run(logdir, range(5))
+    before = _cli("status", str(logdir))
+    assert before.returncode == 1 and path.name in before.stdout
+    assert _cli("sync", str(logdir), repo_id).returncode == 0
+    after = _cli("status", str(logdir))
+    assert after.returncode == 0 and str(path.stat().st_size) in after.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["sync", "/definitely/not/here", "user/repo"], 2, "does not exist"),
+        (["sync", "{logdir}", "bad repo id"], 2, "repo_id"),
+        (["status", "/definitely/not/here"], 2, "does not exist"),
+    ],
+)
+def test_cli_bad_input(hub: LocalHub, tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    tmp_path.joinpath("run").mkdir()
+    result = _cli(*[a.format(logdir=tmp_path / "run") for a in args])
+    assert result.returncode == code and message in result.stderr
+
+
+def test_cli_rejected_token(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    _tbx_run(tmp_path / "run", range(3))
+    result = _cli("sync", str(tmp_path / "run"), repo_id, env={**os.environ, "HF_TOKEN": "hf_wrong_token_123456"})
+    assert result.returncode == 3
+    assert "HF_TOKEN" in result.stderr and "hf_wrong_token_123456" not in result.stderr + result.stdout
+
+
+def test_watch_uploads_a_torch_tensorboard_logdir(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
+
+    logdir = tmp_path / "torchrun"
+    writer = TorchWriter(str(logdir))
+    for step in range(50):
+        writer.add_scalar("acc", step / 100, step)
+    writer.flush()
+    proc = subprocess.Popen([sys.executable, "-m", "hf_summary.cli", "watch", str(logdir), repo_id, "--every",
+                             "0.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "Watching" in proc.stdout.readline()
+        deadline = time.monotonic() + 60
+        while not any(p.startswith("tensorboard/torchrun/") for p in hub.repo_files(repo_id)) if hub.repo_exists(
+                repo_id) else True:
+            assert time.monotonic() < deadline, "watch made no push within 60 s"
+            time.sleep(0.1)
+        for step in range(50, 100):
+            writer.add_scalar("acc", step / 100, step)
+        writer.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    run = download_run(hub, repo_id, "tensorboard/torchrun", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "acc")] == list(range(100))

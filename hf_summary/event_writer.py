@@ -30,6 +30,9 @@ _SCALAR = 0  # (_SCALAR, run, tag, value, step, walltime)
 _EVENT = 1  # (_EVENT, run, event)
 _FLUSH = 2  # (_FLUSH, done_event, roll_size)
 
+# The one call that touches the disk, a module attribute so that tests can stand in a slow or full disk.
+_os_write = os.write
+
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_FILE_SIZE = 16 * 1024 * 1024
 _WAKE_INTERVAL = 0.25  # seconds between batches when nobody is waiting for a flush
@@ -79,7 +82,7 @@ class _RunFile:
         self.pending.clear()
         while data:
             try:
-                written = os.write(self.fd, data)
+                written = _os_write(self.fd, data)
             except OSError:
                 self.pending.append(bytes(data))  # kept for the next attempt: nothing logged is dropped
                 raise

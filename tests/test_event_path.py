@@ -1,0 +1,178 @@
+"""The fast event path: in-process queue, batched writes, flush/close semantics, backpressure, fork safety."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboardX.proto.event_pb2 import Event
+
+from hf_summary import HFSummaryWriter
+from hf_summary import event_writer as event_writer_module
+from hf_summary.event_files import iter_records, scan_records
+from hf_summary.testing import LocalHub
+
+from .helpers import accumulate, scalars
+
+
+def _events(folder: Path) -> list[Event]:
+    events = []
+    for path in sorted(folder.glob("*tfevents*")):
+        events += [Event.FromString(r) for r in iter_records(path)]
+    return events
+
+
+def _writer(repo_id: str, logdir: Path, **kwargs) -> HFSummaryWriter:
+    return HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, **kwargs)
+
+
+def test_threads_logging_at_once_keep_steps_and_wall_times(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    writer = _writer(repo_id, logdir)
+    start = time.time()
+    barrier = threading.Barrier(4)
+
+    def log(thread: int) -> None:
+        barrier.wait()
+        for step in range(2000):
+            writer.add_scalar(f"thread{thread}", float(step * thread), step)
+
+    threads = [threading.Thread(target=log, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.flush()  # after flush, everything is on disk: no close needed to read it
+    end = time.time()
+    acc = accumulate(logdir)
+    for thread in range(4):
+        events = acc.Scalars(f"thread{thread}")
+        assert [(e.step, e.value) for e in events] == [(s, float(s * thread)) for s in range(2000)]
+        walls = [e.wall_time for e in events]
+        assert walls == sorted(walls) and start <= walls[0] and walls[-1] <= end
+    writer.close()
+
+
+def test_methods_keep_their_relative_order(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    with _writer(repo_id, logdir) as writer:
+        writer.add_scalar("a", 1.0, 1)
+        writer.add_histogram("h", np.arange(10.0), 2)
+        writer.add_scalar("a", 3.0, 3)
+        writer.add_text("t", "x", 4)
+        writer.add_scalar("a", 5.0, 5)
+    kinds = [(e.step, e.summary.value[0].tag) for e in _events(logdir) if e.HasField("summary")]
+    assert kinds == [(1, "a"), (2, "h"), (3, "a"), (4, "t/text_summary"), (5, "a")]
+
+
+def test_add_scalars_takes_the_fast_path_and_reads_back(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    with _writer(repo_id, logdir) as writer:
+        for step in range(100):
+            writer.add_scalars("metrics", {"train": float(step), "eval": float(-step)}, step)
+        assert set(writer.all_writers) >= {str(logdir / "metrics" / "train"), str(logdir / "metrics" / "eval")}
+    assert scalars(logdir / "metrics" / "train", "metrics") == [(s, float(s)) for s in range(100)]
+    assert scalars(logdir / "metrics" / "eval", "metrics") == [(s, float(-s)) for s in range(100)]
+
+
+def test_flush_then_read_and_close_then_read(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    writer = _writer(repo_id, logdir)
+    for step in range(5000):
+        writer.add_scalar("x", float(step), step)
+    writer.flush()
+    assert len(scalars(logdir, "x")) == 5000
+    for step in range(5000, 7000):
+        writer.add_scalar("x", float(step), step)
+    writer.close()
+    assert [s for s, _ in scalars(logdir, "x")] == list(range(7000))
+
+
+def test_slow_disk_blocks_logging_briefly_and_loses_nothing(hub: LocalHub, repo_id: str, logdir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = []
+
+    def slow_write(fd: int, data: memoryview) -> int:
+        time.sleep(0.02)
+        writes.append(len(data))
+        return os.write(fd, data)
+
+    writer = _writer(repo_id, logdir, queue_size=50)
+    monkeypatch.setattr(event_writer_module, "_os_write", slow_write)
+    high_water = 0
+    for step in range(3000):
+        writer.add_scalar("slow", float(step), step)
+        high_water = max(high_water, writer._events.pending)
+    writer.close()
+    assert high_water <= 50  # bounded: the logging thread waited instead of growing the queue
+    assert len(writes) > 1
+    assert [s for s, _ in scalars(logdir, "slow")] == list(range(3000))
+
+
+def test_full_disk_raises_at_flush_and_keeps_the_events(hub: LocalHub, repo_id: str, logdir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    writer = _writer(repo_id, logdir)
+
+    def full(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(event_writer_module, "_os_write", full)
+    for step in range(10):
+        writer.add_scalar("d", float(step), step)  # logging itself never fails
+    with pytest.raises(OSError, match="free disk space"):
+        writer.flush()
+    monkeypatch.setattr(event_writer_module, "_os_write", os.write)
+    writer.close()
+    assert [s for s, _ in scalars(logdir, "d")] == list(range(10))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_logs_to_its_own_valid_file(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    writer = _writer(repo_id, logdir)
+    for step in range(500):
+        writer.add_scalar("parent", float(step), step)  # some of these are still queued at fork time
+    pid = os.fork()
+    if pid == 0:  # the child: log, flush, leave without running the parent's exit hooks
+        code = 1
+        try:
+            for step in range(300):
+                writer.add_scalar("child", float(step), step)
+            writer.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    for step in range(500, 1000):
+        writer.add_scalar("parent", float(step), step)
+    _, status = os.waitpid(pid, 0)
+    writer.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    files = sorted(logdir.glob("*tfevents*"))
+    assert all(scan_records(p).valid_size == p.stat().st_size for p in files)
+    by_pid: dict[str, list[tuple[str, int]]] = {}
+    for path in files:
+        owner = path.name.split(".")[-2]
+        events = map(Event.FromString, iter_records(path))
+        by_pid.setdefault(owner, []).extend((e.summary.value[0].tag, e.step) for e in events if e.HasField("summary"))
+    assert by_pid[str(pid)] == [("child", s) for s in range(300)]
+    assert by_pid[str(os.getpid())] == [("parent", s) for s in range(1000)]
+
+
+def test_import_does_not_pull_heavy_modules() -> None:
+    code = ("import sys, hf_summary; heavy = [m for m in ('torch', 'tensorboard', 'accelerate', 'tensorboardX', "
+            "'huggingface_hub') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_non_numeric_scalar_fails_at_the_call(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    with _writer(repo_id, logdir) as writer:
+        with pytest.raises(TypeError, match="expects a number"):
+            writer.add_scalar("bad", "not a number", 0)
+        with pytest.raises(TypeError, match="one-element"):
+            writer.add_scalar("bad", np.arange(3.0), 0)
+        writer.add_scalar("good", np.float32(1.5), 1)
+    assert scalars(logdir, "good") == [(1, 1.5)]

@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import shlex
+import signal
 import socket
 import threading
 import time
@@ -85,6 +86,7 @@ class HFSummaryWriter(SummaryWriter):
         queue_size: int = DEFAULT_MAX_QUEUE,
         close_timeout: float = 60.0,
         hub_timeout: float = 5.0,
+        push_on_sigterm: bool = False,
         **kwargs: Any,
     ) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
@@ -107,7 +109,11 @@ class HFSummaryWriter(SummaryWriter):
         if not offline:
             _check_hub(client, hub_timeout)  # raises on a rejected token, before anything is created
 
-        super().__init__(logdir=logdir, **kwargs)
+        try:
+            super().__init__(logdir=logdir, **kwargs)
+        except OSError as error:
+            raise OSError(error.errno, f"Cannot write TensorBoard events in logdir '{logdir}': {error.strerror}. "
+                          "Pass a logdir you can write to.", error.filename) from None
         self._hub = client
         self._uploader = Uploader(
             Path(self.logdir),
@@ -123,6 +129,8 @@ class HFSummaryWriter(SummaryWriter):
         )
         self._owner_pid = os.getpid()
         atexit.register(_close_at_exit, weakref.ref(self))
+        if push_on_sigterm:
+            _push_on_sigterm(weakref.ref(self))
 
     # Where the logs go -----------------------------------------------------------------------------------------------
 
@@ -316,6 +324,24 @@ def _check_hub(client: HubClient, timeout: float) -> None:
         raise outcome[0]
     elif outcome[0] is not None:
         logger.warning("The Hub cannot be reached (%s); logging locally, the push will retry.", outcome[0])
+
+
+def _push_on_sigterm(ref: weakref.ref[HFSummaryWriter]) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("push_on_sigterm needs the writer to be created in the main thread; not installed.")
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        _close_at_exit(ref)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            # Let the default action end the process, with the exit status schedulers expect from SIGTERM.
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _close_at_exit(ref: weakref.ref[HFSummaryWriter]) -> None:

@@ -1,0 +1,189 @@
+"""Reliability and security: faults, outages, crashes, signals, load, secrets and boundaries."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hf_summary import HFSummaryWriter
+from hf_summary.event_files import scan_records
+from hf_summary.testing import LocalHub
+
+from .helpers import download_run, scalars
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hf_summary.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo_id: str, logdir: Path,
+                                                              tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="hf_summary")
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, max_file_size=20_000)
+    hub.set_faults(0.3, latency=0.005, kinds=("500", "503", "429", "drop"), retry_after=1, seed=7)
+    futures = []
+    for step in range(10_000):
+        writer.add_scalar("loss", float(step), step)  # an exception here fails the test
+        if step % 1000 == 999:
+            futures.append(writer.scheduler.trigger())
+    for future in futures:
+        future.exception(timeout=300)  # waited on; a failed push leaves its files pending, it does not raise here
+    assert hub.stats.faults_injected > 0
+    hub.clear_faults()
+    assert writer.scheduler.trigger().exception(timeout=120) is None
+    writer.close()
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(10_000))
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert 0 < len(retries) <= 6 * 11  # bounded: at most `attempts` per push, and logged
+
+
+def test_outage_at_the_end_close_returns_and_sync_completes(hub: LocalHub, repo_id: str, logdir: Path,
+                                                            tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, close_timeout=2)
+    for step in range(200):
+        writer.add_scalar("loss", float(step), step)
+    hub.set_faults(1.0, kinds=("503",))
+    start = time.monotonic()
+    writer.close()
+    assert time.monotonic() - start < 2 + 15  # its bound, plus one request in flight
+    assert any("hf-summary sync" in r.getMessage() for r in caplog.records)
+    files = list(logdir.glob("*tfevents*"))
+    assert files and all(scan_records(p).valid_size == p.stat().st_size for p in files)
+    hub.clear_faults()
+    result = _cli("sync", str(logdir), repo_id)
+    assert result.returncode == 0, result.stderr
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(200))
+
+
+def test_user_exception_is_not_hidden_by_a_failed_final_push(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    hub.pause()
+    with pytest.raises(KeyError, match="the user's own"):
+        with HFSummaryWriter(repo_id, logdir=str(logdir), close_timeout=1, hub_timeout=1) as writer:
+            writer.add_scalar("x", 1.0, 0)
+            raise KeyError("the user's own")
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys
+    from hf_summary import HFSummaryWriter
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, push_on_sigterm=sys.argv[3] == "1")
+    for step in range(500):
+        writer.add_scalar("loss", float(step), step)
+    if sys.argv[4] == "wait":
+        print("ready", flush=True)
+        sys.stdin.read()
+""")
+
+
+def test_forgotten_close_is_pushed_by_the_exit_hook(hub: LocalHub, repo_id: str, logdir: Path,
+                                                    tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-c", _SCRIPT, repo_id, str(logdir), "0", "exit"], check=True, timeout=120)
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(500))
+
+
+def test_sigterm_makes_the_final_push(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, repo_id, str(logdir), "1", "wait"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == -signal.SIGTERM  # still ends the way a pre-empted job should
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(500))
+
+
+_SOAK = textwrap.dedent("""
+    import json, sys, threading, time
+    import numpy as np, psutil
+    from hf_summary import HFSummaryWriter
+    process = psutil.Process()
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=0.05, max_file_size=256 * 1024)
+    samples, step, batches = [], 0, 0
+    deadline = time.monotonic() + float(sys.argv[3])
+    next_sample = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        for _ in range(100):
+            writer.add_scalar("loss", float(step), step)
+            step += 1
+        batches += 1
+        if batches % 50 == 0:
+            writer.add_histogram("h", np.random.default_rng(step).normal(size=100), step)
+        time.sleep(0.005)
+        if time.monotonic() >= next_sample:
+            samples.append((process.memory_info().rss, threading.active_count()))
+            next_sample += 1
+    writer.close()
+    print(json.dumps({"steps": step, "samples": samples}))
+""")
+
+
+def test_soak_memory_and_threads_stay_flat(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> None:
+    import json
+
+    hub.reset_stats()
+    # A process of its own, so that the RSS measured is the writer's, not the in-process server's.
+    out = subprocess.run([sys.executable, "-c", _SOAK, repo_id, str(logdir), "30"], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    samples = result["samples"]
+    assert hub.stats.commits >= 5
+    warm, end = samples[len(samples) // 3], samples[-1]
+    assert end[0] <= warm[0] * 1.10, samples
+    assert end[1] == warm[1], samples
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(result["steps"]))
+
+
+def test_token_never_leaks(hub: LocalHub, repo_id: str, logdir: Path, caplog: pytest.LogCaptureFixture,
+                           capfd: pytest.CaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "hf_secret_token_for_leak_test_0987654321"
+    hub.add_token(secret, hub.user)
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), token=secret, repo_private=True, close_timeout=3)
+    writer.add_scalar("a", 1.0, 0)
+    writer.scheduler.trigger().result(timeout=60)
+    hub.set_faults(1.0, kinds=("500",))
+    error = writer.scheduler.trigger().exception(timeout=120)
+    writer.close()
+    hub.clear_faults()
+    texts = [repr(writer), str(error), writer.sync_command(), caplog.text, *capfd.readouterr()]
+    texts += [p.read_bytes().decode("latin-1") for p in logdir.rglob("*") if p.is_file()]
+    assert all(secret not in text for text in texts)
+    assert hub.is_private(repo_id)
+
+
+def test_boundaries_symlinks_state_and_ignored_files(hub: LocalHub, repo_id: str, logdir: Path,
+                                                     tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.tfevents.1").write_bytes(b"not for the hub")
+    logdir.mkdir()
+    os.symlink(outside / "secret.tfevents.1", logdir / "link.tfevents.1")
+    os.symlink(outside, logdir / "linkdir")
+    (logdir / "skip.tfevents.1.tmp").write_bytes(b"temporary")
+    with HFSummaryWriter(repo_id, logdir=str(logdir), repo_ignore_patterns=["*.tmp"]) as writer:
+        writer.add_scalar("a", 1.0, 0)
+    files = [p for p in hub.repo_files(repo_id) if p.startswith("tensorboard/")]
+    assert files and all(".hf_summary" not in p and "link" not in p and ".tmp" not in p for p in files)
+    assert all(b"not for the hub" not in data for data in hub.repo_files(repo_id).values())
+
+
+def test_unwritable_logdir_is_a_clear_error(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    before = threading.active_count()
+    with pytest.raises(OSError, match="Pass a logdir you can write to"):
+        HFSummaryWriter(repo_id, logdir=str(blocker / "run"))
+    assert threading.active_count() == before

@@ -1,4 +1,5 @@
-"""The `hf-summary` command line: push a logdir (`sync`), keep pushing it (`watch`), or see what is pending (`status`).
+"""The `hf-summary` command line: push a logdir (`sync`), keep pushing it (`watch`), see what is pending (`status`),
+or look at the runs in TensorBoard (`show`).
 
 Exit codes: 0 success (for `status`: nothing pending), 1 upload failed or (for `status`) something pending,
 2 bad input, 3 token rejected.
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--include", nargs="*", default=["*.tfevents.*"], help="patterns of files to upload")
     status.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
     status.set_defaults(command=_status)
+
+    from . import show
+
+    show_parser = commands.add_parser("show", help="start TensorBoard on a logdir, or on a repo's logs (downloaded)")
+    show.add_arguments(show_parser)
+    show_parser.set_defaults(command=show.main)
     return parser
 
 
@@ -137,7 +144,7 @@ def _watch(args: argparse.Namespace) -> int:
         raise CliError(f"--every must be a positive number of minutes, got {args.every}.")
     uploader = _uploader(args)
     call_with_retries(uploader.client.ensure_repo, Backoff(), what="Create the repo")
-    scheduler = CommitScheduler(uploader, every=args.every)
+    scheduler = CommitScheduler(uploader.client).join(uploader, every=args.every)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -74,6 +74,7 @@ class HubClient:
         self._token = token
         self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
         self.repo_ready = False
+        self.card_checked = False  # the tag goes into our first commit, once per process and repo
 
     def __repr__(self) -> str:
         return f"HubClient(repo_id={self.target.repo_id!r}, repo_type={self.target.repo_type!r})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from .upload_plan import PlannedFile, UploadPlanner, clear_snapshots, snapshot
 from .upload_state import STATE_DIR, FileRecord, UploadState, target_key
 
 if TYPE_CHECKING:
-    from huggingface_hub import CommitInfo
+    from huggingface_hub import CommitInfo, CommitOperationAdd
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ class Uploader:
         self.squash_history = squash_history
         self.planner = UploadPlanner(logdir, allow_patterns, ignore_patterns)
         self._open_files = open_files
-        self._card_checked = False
 
     def state(self) -> UploadState:
         t = self.client.target
@@ -71,42 +71,58 @@ class Uploader:
             filelock.Timeout: another process held the logdir's upload lock for `lock_timeout` seconds.
             Exception: whatever the Hub client raised; nothing is recorded as committed then.
         """
+        return push_together([self], lock_timeout)
+
+    def _operations(self, planned: list[PlannedFile], snapshots: Path) -> list[CommitOperationAdd]:
         from huggingface_hub import CommitOperationAdd
 
-        self.client.ensure_repo()
-        state = self.state()
-        with state.lock(lock_timeout):
+        return [
+            CommitOperationAdd(
+                path_in_repo=f"{self.path_in_repo}/{file.relpath}",
+                path_or_fileobj=str(file.local_path if file.final else snapshot(file, snapshots)),
+            )
+            for file in planned
+        ]
+
+
+def push_together(uploaders: list[Uploader], lock_timeout: float = -1) -> CommitInfo | None:
+    """Commit what changed in several logdirs bound for the same repo and branch, in one commit.
+
+    The Hub rate-limits commits per repo, so a sweep of many writers makes one commit per push, not one each.
+    Each logdir's state is read and written under its own lock, taken in a fixed order so that processes sharing
+    logdirs cannot deadlock.
+    """
+    client = uploaders[0].client
+    client.ensure_repo()
+    with ExitStack() as stack:
+        batches: list[tuple[Uploader, UploadState, dict[str, FileRecord], list[PlannedFile], list]] = []
+        for uploader in sorted(uploaders, key=lambda u: str(u.logdir.resolve())):
+            state = uploader.state()
+            stack.enter_context(state.lock(lock_timeout))
             # Read inside the lock: another process may have committed since we last looked.
             committed = state.load()
-            planned = self.planner.plan(committed, self._open_files())
-            if not planned:
-                return None
-            snapshots = state.folder / "snapshots"
-            try:
-                operations = [
-                    CommitOperationAdd(
-                        path_in_repo=f"{self.path_in_repo}/{file.relpath}",
-                        path_or_fileobj=str(file.local_path if file.final else snapshot(file, snapshots)),
-                    )
-                    for file in planned
-                ]
-                card = None if self._card_checked else self.client.card_operation()
-                info = self.client.commit(operations + ([card] if card else []), self._message(planned))
-            finally:
-                clear_snapshots(snapshots)
-            self._card_checked = True
-            for file, operation in zip(planned, operations, strict=True):
+            planned = uploader.planner.plan(committed, uploader._open_files())
+            if planned:
+                snapshots = state.folder / "snapshots"
+                stack.callback(clear_snapshots, snapshots)
+                batches.append((uploader, state, committed, planned, uploader._operations(planned, snapshots)))
+        if not batches:
+            return None
+        operations = [op for *_, ops in batches for op in ops]
+        files = [file for _, _, _, planned, _ in batches for file in planned]
+        card = client.card_operation() if not client.card_checked else None
+        message = f"Upload TensorBoard logs: {len(files)} file(s), {sum(f.size for f in files)} bytes"
+        info = client.commit(operations + ([card] if card else []), message)
+        client.card_checked = True
+        for _, state, committed, planned, ops in batches:
+            for file, operation in zip(planned, ops, strict=True):
                 sha = operation.upload_info.sha256.hex() if operation.upload_info.is_hashed else ""
                 committed[file.relpath] = FileRecord(file.size, sha, info.oid, file.mtime_ns)
             state.save(committed)
-        logger.info("Committed %d file(s) to %s (%s)", len(planned), self.client.target.repo_id, info.oid)
-        if self.squash_history:
-            self.client.squash()
-        return info
-
-    def _message(self, planned: list[PlannedFile]) -> str:
-        size = sum(file.size for file in planned)
-        return f"Upload TensorBoard logs: {len(planned)} file(s), {size} bytes"
+    logger.info("Committed %d file(s) to %s (%s)", len(files), client.target.repo_id, info.oid)
+    if any(u.squash_history for u in uploaders):
+        client.squash()
+    return info
 
 
 def default_ignore_patterns(extra: list[str] | str | None) -> list[str]:

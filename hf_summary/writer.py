@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -15,11 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import constants
 from tensorboardX import SummaryWriter
 
 from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE, EventWriter, RunFileWriter
 from .hub import HubAuthError, HubClient, RepoTarget, is_offline
-from .scheduler import CommitScheduler
+from .scheduler import CommitScheduler, join_shared, shared_client
 from .uploader import Uploader, default_ignore_patterns, repo_folder
 from .validation import validate_arguments
 
@@ -87,6 +89,7 @@ class HFSummaryWriter(SummaryWriter):
         close_timeout: float = 60.0,
         hub_timeout: float = 5.0,
         push_on_sigterm: bool = False,
+        other_ranks: str = "skip",
         **kwargs: Any,
     ) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
@@ -102,11 +105,21 @@ class HFSummaryWriter(SummaryWriter):
         self.close_timeout = close_timeout
         self._path_in_repo_arg = path_in_repo
 
-        client = HubClient(
+        if other_ranks not in ("skip", "local"):
+            raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
+        self.rank = _global_rank()
+        if self.rank != 0:
+            if other_ranks == "skip":
+                kwargs["write_to_disk"] = False
+            else:
+                logdir = f"{logdir}-rank{self.rank}"
+        offline = is_offline() or self.rank != 0
+        # Writers of one process pushing to one repo and branch share a client and a committer (see scheduler.py).
+        key = (constants.ENDPOINT, repo_type or "model", repo_id, repo_revision or "main", token, offline)
+        client = shared_client(key) or HubClient(
             RepoTarget(repo_id, repo_type or "model", repo_revision or "main", repo_private), token=token
         )
-        offline = is_offline()
-        if not offline:
+        if not offline and not client.repo_ready:
             _check_hub(client, hub_timeout)  # raises on a rejected token, before anything is created
 
         try:
@@ -124,8 +137,9 @@ class HFSummaryWriter(SummaryWriter):
             squash_history=squash_history,
             open_files=self._open_event_files,
         )
-        self.scheduler = CommitScheduler(
-            self._uploader, every=commit_every, before_push=self._flush_for_push, enabled=not offline
+        self.scheduler = join_shared(
+            key, lambda: CommitScheduler(client, enabled=not offline),
+            self._uploader, every=commit_every, before_push=self._flush_for_push,
         )
         self._owner_pid = os.getpid()
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -262,8 +276,9 @@ class HFSummaryWriter(SummaryWriter):
         if not self.scheduler.enabled:
             if not self.scheduler.stopped:
                 self.scheduler.stop()
-                logger.warning("HF_HUB_OFFLINE is set: nothing was pushed. Upload the run later with:\n  %s",
-                               self.sync_command())
+                if self.rank == 0 and self._write_to_disk:
+                    logger.warning("HF_HUB_OFFLINE is set: nothing was pushed. Upload the run later with:\n  %s",
+                                   self.sync_command())
             return
         try:
             self.scheduler.close(self.close_timeout)
@@ -297,6 +312,17 @@ def _as_float(tag: str, value: Any) -> float:
         raise TypeError(
             f"add_scalar('{tag}') expects a number or a one-element tensor/array, got {type(value).__name__}: {error}"
         ) from None
+
+
+def _global_rank() -> int:
+    """This process's global rank under torch.distributed or a launcher (torchrun, accelerate), else 0."""
+    dist = sys.modules.get("torch.distributed")  # never import torch just to ask
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def _default_logdir(comment: str) -> str:

@@ -1,0 +1,76 @@
+"""Sweeps (many writers, one repo, one committer) and distributed training (one uploader)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from hf_summary import HFSummaryWriter
+from hf_summary.testing import LocalHub
+
+from .helpers import download_run, scalars
+
+
+def _our_commits(hub: LocalHub, repo_id: str) -> list[dict]:
+    return [c for c in hub.commits(repo_id) if any(f.startswith("tensorboard/") for f in c.get("files", []))]
+
+
+def test_fifty_writers_share_one_committer(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    writers = [HFSummaryWriter(repo_id, logdir=str(tmp_path / f"trial{i:02d}"), commit_every=0.02)
+               for i in range(50)]
+    try:
+        assert len({id(w.scheduler._shared) for w in writers}) == 1
+        for i, writer in enumerate(writers):
+            writer.add_scalar("score", float(i), 0)
+        # Wait for the interval's own push (no trigger): the shared thread's future for it.
+        deadline = time.monotonic() + 60
+        while True:
+            future = writers[0].scheduler.last_future
+            if future is not None and future.done() and future.result() is not None:
+                break
+            assert time.monotonic() < deadline, "no scheduled push within 60 s"
+            time.sleep(0.05)
+        assert len(_our_commits(hub, repo_id)) <= 2
+    finally:
+        for writer in writers:
+            writer.close()
+    assert len(_our_commits(hub, repo_id)) <= 3  # the closes add at most the final one
+    for i in range(50):
+        run = download_run(hub, repo_id, f"tensorboard/trial{i:02d}", tmp_path / "dl" / str(i))
+        assert scalars(run, "score") == [(0, float(i))]
+
+
+_DDP = textwrap.dedent("""
+    import sys
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    from hf_summary import HFSummaryWriter
+    rank = dist.get_rank()
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, other_ranks=sys.argv[3])
+    for step in range(200):
+        writer.add_scalar("loss", float(rank * 1000 + step), step)
+    dist.barrier()
+    writer.scheduler.trigger().result() if rank == 0 else None
+    writer.close()
+    dist.barrier()
+    dist.destroy_process_group()
+""")
+
+
+def test_torchrun_two_ranks_one_uploader(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    logdir = tmp_path / "ddp"
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP)
+    hub.reset_stats()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(script), repo_id, str(logdir), "local"], check=True, timeout=300, capture_output=True)
+    files = [p for p in hub.repo_files(repo_id) if p.startswith("tensorboard/")]
+    assert files and all(p.startswith("tensorboard/ddp/") for p in files)
+    assert len(_our_commits(hub, repo_id)) == 1  # rank 0's trigger; its close found nothing new
+    run = download_run(hub, repo_id, "tensorboard/ddp", tmp_path / "dl")
+    assert scalars(run, "loss") == [(s, float(s)) for s in range(200)]
+    # The other rank logged locally, beside the run, and uploaded nothing.
+    assert scalars(tmp_path / "ddp-rank1", "loss") == [(s, float(1000 + s)) for s in range(200)]

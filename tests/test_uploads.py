@@ -209,3 +209,22 @@ def test_watch_uploads_a_torch_tensorboard_logdir(hub: LocalHub, repo_id: str, t
     assert proc.returncode == 0, err
     run = download_run(hub, repo_id, "tensorboard/torchrun", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "acc")] == list(range(100))
+
+
+def test_offline_mode_makes_no_call_and_prints_the_sync_command(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                tmp_path: Path) -> None:
+    import shlex
+
+    script = ("import sys\nfrom hf_summary import HFSummaryWriter\n"
+              "with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2]) as w:\n"
+              "    [w.add_scalar('loss', float(s), s) for s in range(100)]\n")
+    hub.reset_stats()
+    result = subprocess.run([sys.executable, "-c", script, repo_id, str(logdir)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert hub.stats.requests == 0 and not hub.repo_exists(repo_id)
+    (line,) = [ln.strip() for ln in result.stderr.splitlines() if ln.strip().startswith("hf-summary sync")]
+    words = shlex.split(line)
+    assert _cli(*words[1:]).returncode == 0
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(100))

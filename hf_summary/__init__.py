@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HFSummaryWriter", "HubAuthError", "__version__"]
+__all__ = ["HFSummaryWriter", "HubAuthError", "__version__", "finish", "init", "log"]
 
 if TYPE_CHECKING:
     from .hub import HubAuthError
+    from .run import finish, init, log
     from .writer import HFSummaryWriter
 
-_LAZY = {"HFSummaryWriter": ".writer", "HubAuthError": ".hub"}
+_LAZY = {"HFSummaryWriter": ".writer", "HubAuthError": ".hub", "init": ".run", "log": ".run", "finish": ".run"}
 
 
 def __getattr__(name: str) -> Any:

@@ -104,6 +104,7 @@ class HFSummaryWriter(SummaryWriter):
         self.max_file_size = max_file_size
         self.close_timeout = close_timeout
         self._path_in_repo_arg = path_in_repo
+        self._ignore_patterns_arg = repo_ignore_patterns
 
         if other_ranks not in ("skip", "local"):
             raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
@@ -178,6 +179,12 @@ class HFSummaryWriter(SummaryWriter):
             words += ["--repo-type", self.repo_type]
         if self.repo_revision != "main":
             words += ["--revision", self.repo_revision]
+        if self._uploader.planner.allow_patterns != "*.tfevents.*":
+            allow = self._uploader.planner.allow_patterns
+            words += ["--include", *([allow] if isinstance(allow, str) else allow or ["*"])]
+        if self._ignore_patterns_arg:
+            ignore = self._ignore_patterns_arg
+            words += ["--exclude", *([ignore] if isinstance(ignore, str) else ignore)]
         return shlex.join(words)
 
     # tensorboardX hooks: events go through our EventWriter -----------------------------------------------------------

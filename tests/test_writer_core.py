@@ -215,3 +215,14 @@ def test_read_only_token_is_refused(hub: LocalHub, repo_id: str, logdir: Path) -
     hub.add_token("hf_read_only_token_for_tests", hub.user, write=False)
     with pytest.raises(HubAuthError, match="403"):
         HFSummaryWriter(repo_id, logdir=str(logdir), token="hf_read_only_token_for_tests")
+
+
+def test_sync_command_carries_the_patterns(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    import shlex
+
+    with HFSummaryWriter(repo_id, logdir=str(logdir), repo_allow_patterns=["*.tfevents.*", "config.json"],
+                         repo_ignore_patterns="*.tmp", path_in_repo="logs") as writer:
+        words = shlex.split(writer.sync_command())
+    assert words[:4] == ["hf-summary", "sync", str(logdir), repo_id]
+    assert words[words.index("--include") + 1:words.index("--include") + 3] == ["*.tfevents.*", "config.json"]
+    assert words[words.index("--exclude") + 1] == "*.tmp" and words[words.index("--path-in-repo") + 1] == "logs"

@@ -74,3 +74,30 @@ def test_torchrun_two_ranks_one_uploader(hub: LocalHub, repo_id: str, tmp_path: 
     assert scalars(run, "loss") == [(s, float(s)) for s in range(200)]
     # The other rank logged locally, beside the run, and uploaded nothing.
     assert scalars(tmp_path / "ddp-rank1", "loss") == [(s, float(1000 + s)) for s in range(200)]
+
+
+_ACCELERATE = textwrap.dedent("""
+    import sys
+    from accelerate import Accelerator
+    from hf_summary.integrations import HubTensorBoardTracker
+    accelerator = Accelerator(log_with=HubTensorBoardTracker("run", sys.argv[2], repo_id=sys.argv[1], commit_every=60),
+                              cpu=True)
+    accelerator.init_trackers("proj", config={"lr": 0.1})
+    for step in range(100):
+        accelerator.log({"loss": float(step)}, step=step)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+""")
+
+
+def test_accelerate_launch_two_processes_one_uploader(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    script = tmp_path / "acc.py"
+    script.write_text(_ACCELERATE)
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+                             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                             str(script), repo_id, str(tmp_path / "logs")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_our_commits(hub, repo_id)) == 1  # one uploader: the main process's final push
+    run = download_run(hub, repo_id, "tensorboard/run", tmp_path / "dl")
+    assert scalars(run, "loss") == [(s, float(s)) for s in range(100)]

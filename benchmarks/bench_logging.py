@@ -1,0 +1,397 @@
+"""Issue 5: what logging costs the training loop, ours vs tensorboardX, torch and huggingface_hub.
+
+Four parts (select with `--parts`):
+
+a. `add_scalar` latency (one `perf_counter_ns` pair around each call) and back-to-back throughput, one fresh child
+   process per contestant and round, rounds interleaved. The writers that upload (ours and huggingface_hub's) have a
+   side thread triggering commits back to back against a local Hub during the whole measurement.
+   Target: our median latency >= 20x lower than tensorboardX's.
+b. A small torch MLP trained on the CPU (one thread, ~0.5 ms a step) logging four scalars a step, as a user would:
+   the loss, accuracy and gradient-norm tensors and the learning rate float, with no `.item()` in the loop. Runs
+   without logging, with our writer committing every `--commit-interval` s from a side thread, with our writer
+   making no commit during the run, and with tensorboardX alternate; each round gives one ratio per writer against
+   the no-logging run of the same round (mean step times). Target: the median ratio for our committing writer
+   <= 1.05.
+c. `add_histogram` and `add_image` cost per call, ours vs tensorboardX (no target: information).
+d. Import time: wall time of `python -c "import X"` minus that of `python -c "pass"`, medians of interleaved
+   fresh processes (no target: information).
+
+    .venv/bin/python benchmarks/bench_logging.py
+    .venv/bin/python benchmarks/bench_logging.py --parts b --train-rounds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import CHILD_FLAG, Verdicts, child_env, emit_result, format_table, median, percentile, run_child
+
+from hf_summary.testing import LocalHub
+
+LATENCY_TARGET = 20.0  # tensorboardX median / ours median
+OVERHEAD_TARGET = 1.05  # step time with our writer / without logging
+WRITERS = {
+    "ours": "hf_summary.HFSummaryWriter",
+    "tensorboardX": "tensorboardX.SummaryWriter",
+    "torch": "torch.utils.tensorboard.SummaryWriter",
+    "peer": "huggingface_hub.HFSummaryWriter",
+}
+# Part b's runs: name -> writer kind. "ours" commits from a side thread during the run; "ours-idle" is the same
+# writer with a one-hour schedule, which makes no commit during the run: the difference is the commits' cost.
+TRAIN_MODES = {"none": None, "ours": "ours", "ours-idle": "ours", "tensorboardX": "tensorboardX"}
+IMPORTS = {
+    "hf_summary": "import hf_summary",
+    "hf_summary.HFSummaryWriter": "from hf_summary import HFSummaryWriter",
+    "tensorboardX": "import tensorboardX",
+}
+
+
+# Child side ---------------------------------------------------------------------------------------------------------
+
+
+def make_writer(kind: str, logdir: str, repo_id: str) -> Any:
+    """A writer of the given kind; the uploading ones get a long interval so that only our triggers commit."""
+    if kind == "ours":
+        from hf_summary import HFSummaryWriter
+
+        return HFSummaryWriter(repo_id, logdir=logdir, commit_every=60)
+    if kind == "tensorboardX":
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter(logdir)
+    if kind == "torch":
+        from torch.utils.tensorboard import SummaryWriter as TorchWriter
+
+        return TorchWriter(logdir)
+    if kind == "peer":
+        from huggingface_hub import HFSummaryWriter as PeerWriter
+
+        return PeerWriter(repo_id, logdir=logdir, commit_every=60)
+    raise ValueError(f"unknown writer {kind!r}")
+
+
+class Committer:
+    """Triggers commits from a side thread, waiting `interval` seconds between them (0: back to back).
+
+    A writer without a scheduler (or None) gets no thread: the same code times every contestant.
+
+    This is what an uploading writer does in the background anyway, only more often, so that the measurement sees
+    the cost of commits happening while the loop logs.
+    """
+
+    def __init__(self, writer: Any, interval: float) -> None:
+        self.commits = 0
+        self._scheduler = getattr(writer, "scheduler", None)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-committer", daemon=True)
+
+    def __enter__(self) -> Committer:
+        if self._scheduler is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self._scheduler.trigger().result() is not None:
+                self.commits += 1
+
+
+def scalar_latency(params: dict[str, Any]) -> None:
+    """Part a, one contestant: per-call latency back to back and in paced bursts, then back-to-back throughput."""
+    writer = make_writer(params["writer"], params["logdir"], params["repo_id"])
+    pc = time.perf_counter_ns
+    timer = []
+    for _ in range(10_000):
+        t0 = pc()
+        timer.append(pc() - t0)
+    for i in range(params["warmup"]):
+        writer.add_scalar("warmup", 0.5 + i * 1e-6, i)
+
+    def timed_calls(tag: str, steps: range) -> list[int]:
+        latencies = []
+        for step in steps:
+            t0 = pc()
+            writer.add_scalar(tag, 0.5 + step * 1e-6, step)
+            latencies.append(pc() - t0)
+        return latencies
+
+    calls, burst, pause = params["calls"], params["burst"], params["pause_ms"] / 1000
+    with Committer(writer, 0.0) as committer:
+        back_to_back = timed_calls("train/loss", range(calls))
+        # Bursts separated by a sleep, like logging between training steps: the writers' threads get the time they
+        # would get in a real loop, and the measurement spans several commits.
+        paced: list[int] = []
+        for start in range(0, calls, burst):
+            paced += timed_calls("train/acc", range(start, start + burst))
+            time.sleep(pause)
+        n = params["throughput_calls"]
+        t0 = pc()
+        for step in range(n):
+            writer.add_scalar("train/throughput", 0.5 + step * 1e-6, step)
+        throughput = n / (pc() - t0) * 1e9
+    writer.close()
+    emit_result({
+        "median_us": median(back_to_back) / 1000, "p99_us": percentile(back_to_back, 99) / 1000,
+        "max_us": max(back_to_back) / 1000, "paced_median_us": median(paced) / 1000,
+        "paced_p99_us": percentile(paced, 99) / 1000, "paced_max_us": max(paced) / 1000,
+        "throughput": throughput, "commits": committer.commits, "timer_us": median(timer) / 1000,
+    })
+
+
+def training_loop(params: dict[str, Any]) -> None:
+    """Part b: interleaved runs of the same MLP without logging, with our writer and with tensorboardX."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    width, batch = params["width"], params["batch"]
+    model = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width),
+                                torch.nn.ReLU(), torch.nn.Linear(width, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x = torch.randn(4096, width)
+    y = torch.randint(0, 10, (4096,))
+    step_counter = iter(range(10**9))
+
+    def run(writer: Any, steps: int) -> list[int]:
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter_ns()
+            step = next(step_counter)
+            idx = torch.randint(0, len(x), (batch,))
+            logits = model(x[idx])
+            loss = loss_fn(logits, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            accuracy = (logits.argmax(1) == y[idx]).float().mean()
+            if writer is not None:
+                writer.add_scalar("train/loss", loss, step)
+                writer.add_scalar("train/accuracy", accuracy, step)
+                writer.add_scalar("train/grad_norm", grad_norm, step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            times.append(time.perf_counter_ns() - t0)
+        return times
+
+    run(None, params["warmup_steps"])  # first calls of torch ops allocate and dispatch slowly
+    rounds = []
+    for r in range(params["rounds"]):
+        result: dict[str, Any] = {}
+        modes = list(TRAIN_MODES)
+        for mode in modes[r % 4:] + modes[:r % 4]:  # rotate the order: no mode always runs first
+            kind = TRAIN_MODES[mode]
+            writer = None
+            if kind is not None:
+                writer = make_writer(kind, f"{params['logdir']}/{mode}-{r}", f"{params['repo_prefix']}-{mode}-{r}")
+            run(writer, params["warmup_steps"])
+            if kind == "ours":
+                # The first push of a writer also checks the model card: make it before timing, so that the timed
+                # commits are ordinary ones and both of our runs start from the same state.
+                writer.scheduler.trigger().result()
+            with Committer(writer if mode == "ours" else None, params["commit_interval"]) as committer:
+                times = run(writer, params["steps"])
+            if writer is not None:
+                writer.close()  # outside the timed part, like the end of training
+            result[mode] = {"mean_us": sum(times) / len(times) / 1000, "median_us": median(times) / 1000,
+                            "commits": committer.commits}
+        rounds.append(result)
+    emit_result({"rounds": rounds})
+
+
+def histogram_image_cost(params: dict[str, Any]) -> None:
+    """Part c: per-call cost of add_histogram and add_image, ours vs tensorboardX, interleaved rounds."""
+    import torch
+
+    torch.manual_seed(0)
+    kinds = ("ours", "tensorboardX")
+    writers = {kind: make_writer(kind, f"{params['logdir']}/{kind}", params["repo_id"]) for kind in kinds}
+    weights = torch.randn(params["hist_side"], params["hist_side"])
+    image = torch.rand(3, params["image_side"], params["image_side"])
+    per_round: dict[str, dict[str, list[float]]] = {k: {"histogram": [], "image": []} for k in writers}
+    step = 0
+    for r in range(params["rounds"]):
+        order = list(writers) if r % 2 == 0 else list(reversed(writers))
+        for kind in order:
+            writer = writers[kind]
+            for what, call in (("histogram", lambda w, s: w.add_histogram("weights", weights, s)),
+                               ("image", lambda w, s: w.add_image("sample", image, s))):
+                times = []
+                for _ in range(params["calls"]):
+                    t0 = time.perf_counter_ns()
+                    call(writer, step)
+                    times.append(time.perf_counter_ns() - t0)
+                    step += 1
+                per_round[kind][what].append(median(times) / 1000)
+    for writer in writers.values():
+        writer.close()
+    emit_result({kind: {what: median(values) for what, values in d.items()} for kind, d in per_round.items()})
+
+
+def child(params: dict[str, Any]) -> None:
+    {"a": scalar_latency, "b": training_loop, "c": histogram_image_cost}[params["part"]](params)
+
+
+# Parent side --------------------------------------------------------------------------------------------------------
+
+
+def part_a(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdicts) -> None:
+    kinds = list(WRITERS)
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    print(f"\n(a) add_scalar with Python float values, after {args.warmup} warm-up calls: {args.calls} timed calls "
+          f"back to back, then {args.calls} timed calls in bursts of {args.burst} separated by {args.pause_ms} ms "
+          f"sleeps (paced), then {args.throughput_calls} untimed calls back to back (throughput). "
+          f"{args.rounds} rounds, one fresh process per run; the uploading writers commit back to back from a side "
+          "thread meanwhile.",
+          flush=True)
+    for r in range(args.rounds):
+        for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
+            params = {"part": "a", "writer": kind, "logdir": str(work / f"a-{kind}-{r}"),
+                      "repo_id": f"{hub.user}/bench-scalar-{kind}-{r}", "calls": args.calls, "burst": args.burst,
+                      "pause_ms": args.pause_ms, "warmup": args.warmup, "throughput_calls": args.throughput_calls}
+            runs[kind].append(run_child(__file__, params, child_env(hub, work / "hf_home"), timeout=600))
+
+    def agg(kind: str, key: str) -> float:
+        return median([run[key] for run in runs[kind]])
+
+    ours = agg("ours", "median_us")
+    rows = [[WRITERS[k], f"{agg(k, 'median_us'):.2f}", f"{agg(k, 'p99_us'):.1f}", f"{agg(k, 'max_us'):.0f}",
+             f"{agg(k, 'paced_median_us'):.2f}", f"{agg(k, 'paced_p99_us'):.1f}", f"{agg(k, 'paced_max_us'):.0f}",
+             f"{agg(k, 'throughput'):,.0f}", f"{agg(k, 'commits'):.0f}", f"{agg(k, 'median_us') / ours:.1f}x",
+             f"{agg(k, 'paced_median_us') / agg('ours', 'paced_median_us'):.1f}x"] for k in kinds]
+    print(format_table(["writer", "median us", "p99 us", "max us", "paced med us", "paced p99 us", "paced max us",
+                        "calls/s", "commits", "median/ours", "paced med/ours"], rows))
+    print(f"Medians over rounds of each run's figure; the perf_counter_ns pair itself costs "
+          f"{agg('ours', 'timer_us'):.2f} us (not subtracted).")
+    for key, label in (("median_us", "back to back"), ("paced_median_us", "paced")):
+        theirs, mine = agg("tensorboardX", key), agg("ours", key)
+        verdicts.check(f"(a) ours add_scalar median ({label}) >= {LATENCY_TARGET:g}x faster than tensorboardX's",
+                       theirs / mine >= LATENCY_TARGET, f"{theirs / mine:.1f}x ({mine:.2f} us vs {theirs:.2f} us)")
+
+
+def part_b(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdicts) -> None:
+    print(f"\n(b) Training loop: MLP {args.width}-{args.width}-{args.width}-10, batch {args.batch}, SGD, "
+          f"torch.set_num_threads(1); {args.steps} timed steps per run after {args.warmup_steps} warm-up steps; "
+          f"{args.train_rounds} rounds of {'/'.join(TRAIN_MODES)} in rotating order, one process. Logged per step: "
+          f"loss, accuracy, grad-norm (tensors), lr (float). 'ours' commits every {args.commit_interval} s from a side "
+          "thread; 'ours-idle' makes no commit during the run. Each of our writers commits once before its timed "
+          "steps.", flush=True)
+    params = {"part": "b", "logdir": str(work / "b"), "repo_prefix": f"{hub.user}/bench-train", "width": args.width,
+              "batch": args.batch, "steps": args.steps, "warmup_steps": args.warmup_steps, "rounds": args.train_rounds,
+              "commit_interval": args.commit_interval}
+    server_cpu = time.process_time()  # the local Hub runs in this process: its CPU time is not the child's
+    rounds = run_child(__file__, params, child_env(hub, work / "hf_home"), timeout=1800)["rounds"]
+    server_cpu = time.process_time() - server_cpu
+    writers = [mode for mode in TRAIN_MODES if mode != "none"]
+
+    def ratios(r: dict[str, Any], key: str = "mean_us") -> list[str]:
+        return [f"{r[m][key] / r['none'][key]:.3f}" for m in writers]
+
+    rows = [[f"round {i + 1}", *(f"{r[m]['mean_us']:.0f}" for m in TRAIN_MODES), *ratios(r), r["ours"]["commits"]]
+            for i, r in enumerate(rounds)]
+    ratio = {m: median([r[m]["mean_us"] / r["none"]["mean_us"] for r in rounds]) for m in writers}
+    med_ratio = {m: median([r[m]["median_us"] / r["none"]["median_us"] for r in rounds]) for m in writers}
+    rows.append(["median", *(f"{median([r[m]['mean_us'] for r in rounds]):.0f}" for m in TRAIN_MODES),
+                 *(f"{ratio[m]:.3f}" for m in writers), ""])
+    print(format_table(["", *(f"{m} us" for m in TRAIN_MODES), *(f"{m}/none" for m in writers), "our commits"],
+                       rows))
+    print("us is the mean step time of the run (what throughput sees); the ratios compare runs of the same round. "
+          "Median of the ratios of median step times: "
+          + ", ".join(f"{m} {med_ratio[m]:.3f}" for m in writers) + ".")
+    commits = sum(r["ours"]["commits"] for r in rounds)
+    lost_ms = median([(r["ours"]["mean_us"] - r["ours-idle"]["mean_us"]) * args.steps / 1000
+                      / max(r["ours"]["commits"], 1) for r in rounds])
+    print(f"Training time lost per commit: {lost_ms:.0f} ms (median over rounds of (ours - ours-idle) x steps / "
+          f"commits); the local Hub server, which shares this machine's cores, used "
+          f"{server_cpu * 1000 / max(commits, 1):.0f} ms of CPU per commit.")
+    verdicts.check(f"(b) training step with our writer (committing every {args.commit_interval:g} s) <= "
+                   f"{OVERHEAD_TARGET:g}x the step without logging", ratio["ours"] <= OVERHEAD_TARGET,
+                   f"{ratio['ours']:.3f}x (no commit during the run: {ratio['ours-idle']:.3f}x; tensorboardX: "
+                   f"{ratio['tensorboardX']:.3f}x)")
+
+
+def part_c(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
+    print(f"\n(c) add_histogram (torch.randn({args.hist_side}, {args.hist_side}), default 'tensorflow' bins) and "
+          f"add_image (torch.rand(3, {args.image_side}, {args.image_side})): {args.calls_c} calls per round, "
+          f"{args.rounds} interleaved rounds, median of the rounds' medians.", flush=True)
+    params = {"part": "c", "logdir": str(work / "c"), "repo_id": f"{hub.user}/bench-hist-image",
+              "hist_side": args.hist_side, "image_side": args.image_side, "calls": args.calls_c, "rounds": args.rounds}
+    r = run_child(__file__, params, child_env(hub, work / "hf_home"), timeout=1200)
+    rows = [[what, f"{r['ours'][what]:.0f}", f"{r['tensorboardX'][what]:.0f}",
+             f"{r['tensorboardX'][what] / r['ours'][what]:.2f}x"] for what in ("histogram", "image")]
+    print(format_table(["call", "ours us", "tensorboardX us", "tbX / ours"], rows))
+
+
+def part_d(args: argparse.Namespace) -> None:
+    print(f"\n(d) Import time: {args.import_reps} interleaved fresh processes per statement, median wall time minus "
+          "that of `python -c pass`.", flush=True)
+    statements = {"pass": "pass", **IMPORTS}
+    names = list(statements)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for rep in range(args.import_reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", statements[name]], check=True)
+            seconds[name].append(time.perf_counter() - t0)
+    base = median(seconds["pass"])
+    rows = [[IMPORTS[name], f"{(median(seconds[name]) - base) * 1000:.0f}",
+             f"{(median(seconds[name]) - base) / (median(seconds['tensorboardX']) - base):.2f}"] for name in IMPORTS]
+    print(format_table(["statement", "ms", "/ tensorboardX"], rows))
+    print(f"`python -c pass`: {base * 1000:.0f} ms.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. 'ab'")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds for parts a and c")
+    parser.add_argument("--train-rounds", type=int, default=9, help="(b) interleaved rounds")
+    parser.add_argument("--calls", type=int, default=20_000, help="(a) timed add_scalar calls per run")
+    parser.add_argument("--burst", type=int, default=200, help="(a) calls between pauses")
+    parser.add_argument("--pause-ms", type=float, default=5.0, help="(a) pause between bursts")
+    parser.add_argument("--warmup", type=int, default=2_000, help="(a) untimed calls first")
+    parser.add_argument("--throughput-calls", type=int, default=50_000, help="(a) back-to-back calls")
+    parser.add_argument("--width", type=int, default=192, help="(b) MLP width")
+    parser.add_argument("--batch", type=int, default=32, help="(b) batch size")
+    parser.add_argument("--steps", type=int, default=3_000, help="(b) timed steps per run")
+    parser.add_argument("--warmup-steps", type=int, default=300, help="(b) untimed steps before each run")
+    parser.add_argument("--commit-interval", type=float, default=1.0, help="(b) seconds between our commits")
+    parser.add_argument("--calls-c", type=int, default=100, help="(c) calls per round and kind")
+    parser.add_argument("--hist-side", type=int, default=256, help="(c) histogram of a side x side tensor")
+    parser.add_argument("--image-side", type=int, default=64, help="(c) 3 x side x side image")
+    parser.add_argument("--import-reps", type=int, default=9, help="(d) processes per statement")
+    parser.add_argument(CHILD_FLAG, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return 0
+
+    verdicts = Verdicts()
+    with tempfile.TemporaryDirectory(prefix="bench-logging-") as tmp, LocalHub(root=Path(tmp, "hub")) as hub:
+        work = Path(tmp)
+        if "a" in args.parts:
+            part_a(args, hub, work, verdicts)
+        if "b" in args.parts:
+            part_b(args, hub, work, verdicts)
+        if "c" in args.parts:
+            part_c(args, hub, work)
+    if "d" in args.parts:
+        part_d(args)
+    return verdicts.report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -177,8 +177,11 @@ class EventWriter:
         self._queue.append((_FLUSH, request))
         with self._cond:
             self._cond.notify_all()
-        if not request.done.wait(timeout):
-            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Wait in slices: a flush must not hang forever on a thread that is gone.
+        while not request.done.wait(_WAKE_INTERVAL):
+            if not self._thread.is_alive() or (deadline is not None and time.monotonic() >= deadline):
+                return False
         if request.error is not None:
             raise request.error
         return True
@@ -230,21 +233,28 @@ class EventWriter:
         # Drain what is there now; items appended meanwhile wait for the next batch.
         for _ in range(len(queue)):
             item = queue.popleft()
-            kind = item[0]
-            if kind == _SCALAR:
-                _, run, tag, value, step, walltime = item
-                event = Event(wall_time=walltime, summary=Summary(value=[Summary.Value(tag=_clean_tag(tag),
-                                                                                      simple_value=value)]))
-                if step is not None:
-                    event.step = step
-                self._run_file(run).pending.append(frame_record(event.SerializeToString()))
-            elif kind == _EVENT:
-                self._run_file(item[1]).pending.append(frame_record(item[2].SerializeToString()))
-            else:
-                self._complete_flush(item[1])
+            try:
+                self._handle(item)
+            except Exception:
+                # Only an event that cannot be serialized gets here: it is lost, but nothing else is.
+                logger.exception("Could not write an event to %s; it is skipped", self.logdir)
         with self._cond:
             self._cond.notify_all()  # wakes loggers blocked on a full queue
         self._write_files()
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == _SCALAR:
+            _, run, tag, value, step, walltime = item
+            event = Event(wall_time=walltime, summary=Summary(value=[Summary.Value(tag=_clean_tag(tag),
+                                                                                  simple_value=value)]))
+            if step is not None:
+                event.step = step
+            self._run_file(run).pending.append(frame_record(event.SerializeToString()))
+        elif kind == _EVENT:
+            self._run_file(item[1]).pending.append(frame_record(item[2].SerializeToString()))
+        else:
+            self._complete_flush(item[1])
 
     def _run_file(self, run: str) -> _RunFile:
         file = self._runs.get(run)

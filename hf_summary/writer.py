@@ -221,6 +221,8 @@ class HFSummaryWriter(SummaryWriter):
                 or file_writer._default_metadata or self._comet_enabled()):
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
+        if type(tag) is not str:
+            raise TypeError(f"add_scalar expects a string tag, got {type(tag).__name__}: {tag!r}.")
         self._events.add_scalar(
             "", tag, _as_float(tag, scalar_value), None if global_step is None else int(global_step),
             time.time() if walltime is None else walltime,
@@ -253,8 +255,9 @@ class HFSummaryWriter(SummaryWriter):
     def flush(self) -> None:
         """Write everything logged so far to disk; returns once it is there."""
         if self._events is not None and not self._events.closed:
-            self._events.flush()
-        super().flush()
+            self._events.flush()  # one writer thread serves every run folder: one round-trip flushes them all
+        else:
+            super().flush()
 
     def close(self) -> None:
         """Write everything, close the event files and make a final push (waiting at most `close_timeout`).

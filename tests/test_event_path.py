@@ -176,3 +176,13 @@ def test_non_numeric_scalar_fails_at_the_call(hub: LocalHub, repo_id: str, logdi
             writer.add_scalar("bad", np.arange(3.0), 0)
         writer.add_scalar("good", np.float32(1.5), 1)
     assert scalars(logdir, "good") == [(1, 1.5)]
+
+
+def test_a_bad_tag_fails_at_the_call_and_the_writer_keeps_working(hub: LocalHub, repo_id: str,
+                                                                  logdir: Path) -> None:
+    with _writer(repo_id, logdir) as writer:
+        with pytest.raises(TypeError, match="string tag"):
+            writer.add_scalar(123, 1.0, 0)
+        writer.add_scalar("ok", 2.0, 1)
+        assert writer._events.flush(timeout=30)
+    assert scalars(logdir, "ok") == [(1, 2.0)]

@@ -143,7 +143,7 @@ class HFSummaryWriter(SummaryWriter):
             self._uploader, every=commit_every, before_push=self._flush_for_push,
         )
         self._owner_pid = os.getpid()
-        atexit.register(_close_at_exit, weakref.ref(self))
+        _open_writers.add(self)
         if push_on_sigterm:
             _push_on_sigterm(weakref.ref(self))
 
@@ -274,6 +274,7 @@ class HFSummaryWriter(SummaryWriter):
                 self._events.close()
             if os.getpid() == self._owner_pid:
                 self._final_push()
+                _open_writers.discard(self)
         finally:
             self._closing = False
 
@@ -369,7 +370,9 @@ def _push_on_sigterm(ref: weakref.ref[HFSummaryWriter]) -> None:
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        _close_at_exit(ref)
+        writer = ref()
+        if writer is not None:
+            _close_if_ours(writer)
         if callable(previous):
             previous(signum, frame)
         else:
@@ -380,7 +383,18 @@ def _push_on_sigterm(ref: weakref.ref[HFSummaryWriter]) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _close_at_exit(ref: weakref.ref[HFSummaryWriter]) -> None:
-    writer = ref()
-    if writer is not None and os.getpid() == writer._owner_pid and not writer.scheduler.stopped:
+def _close_if_ours(writer: HFSummaryWriter) -> None:
+    # A forked child inherits the writer but not its threads: the final push is the parent's job.
+    if os.getpid() == writer._owner_pid and not writer.scheduler.stopped:
         writer.close()
+
+
+# Writers not closed yet: one exit hook makes their final pushes (bounded by each close_timeout), and holds no
+# reference that would keep a dropped writer alive.
+_open_writers: weakref.WeakSet[HFSummaryWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_writers() -> None:
+    for writer in list(_open_writers):
+        _close_if_ours(writer)

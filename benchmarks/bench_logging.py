@@ -2,10 +2,11 @@
 
 Four parts (select with `--parts`):
 
-a. `add_scalar` latency (one `perf_counter_ns` pair around each call) and back-to-back throughput, one fresh child
-   process per contestant and round, rounds interleaved. The writers that upload (ours and huggingface_hub's) have a
-   side thread triggering commits back to back against a local Hub during the whole measurement.
-   Target: our median latency >= 20x lower than tensorboardX's.
+a. `add_scalar` latency (one `perf_counter_ns` pair around each call; calls back to back, then in bursts separated
+   by short sleeps like a training loop's) and back-to-back throughput, one fresh child process per contestant and
+   round, rounds interleaved. The writers that upload (ours and huggingface_hub's) have a side thread triggering
+   commits back to back against a local Hub during the whole measurement.
+   Target: our median latency >= 20x lower than tensorboardX's, in both patterns.
 b. A small torch MLP trained on the CPU (one thread, ~0.5 ms a step) logging four scalars a step, as a user would:
    the loss, accuracy and gradient-norm tensors and the learning rate float, with no `.item()` in the loop. Runs
    without logging, with our writer committing every `--commit-interval` s from a side thread, with our writer
@@ -81,10 +82,9 @@ def make_writer(kind: str, logdir: str, repo_id: str) -> Any:
 class Committer:
     """Triggers commits from a side thread, waiting `interval` seconds between them (0: back to back).
 
-    A writer without a scheduler (or None) gets no thread: the same code times every contestant.
-
     This is what an uploading writer does in the background anyway, only more often, so that the measurement sees
-    the cost of commits happening while the loop logs.
+    the cost of commits happening while the loop logs. A writer without a scheduler (or None) gets no thread, so the
+    same code times every contestant.
     """
 
     def __init__(self, writer: Any, interval: float) -> None:

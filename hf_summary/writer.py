@@ -19,7 +19,7 @@ from typing import Any
 from huggingface_hub import constants
 from tensorboardX import SummaryWriter
 
-from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE, EventWriter, RunFileWriter
+from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE, SCALAR, EventWriter, RunFileWriter
 from .hub import HubAuthError, HubClient, RepoTarget, is_offline
 from .scheduler import CommitScheduler, join_shared, shared_client
 from .uploader import Uploader, default_ignore_patterns, repo_folder
@@ -49,7 +49,7 @@ class HFSummaryWriter(SummaryWriter):
         repo_ignore_patterns: files matching these are not pushed.
         token: the Hub token; defaults to the one huggingface_hub finds (HF_TOKEN, `hf auth login`).
         max_file_size: an event file that reaches this size (bytes) is closed at the next push and a new one
-            started, so each closed file is uploaded once. Defaults to 16 MiB.
+            started, so each closed file is uploaded once and a push re-sends at most this much. Defaults to 1 MiB.
         queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
         close_timeout: seconds `close()` waits for the final push. Defaults to 60.
         hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
@@ -123,6 +123,7 @@ class HFSummaryWriter(SummaryWriter):
         if not offline and not client.repo_ready:
             _check_hub(client, hub_timeout)  # raises on a rejected token, before anything is created
 
+        self._comet_on = not (kwargs.get("comet_config") or {"disabled": True}).get("disabled", False)
         try:
             super().__init__(logdir=logdir, **kwargs)
         except OSError as error:
@@ -215,18 +216,26 @@ class HFSummaryWriter(SummaryWriter):
         display_name: str | None = "",
         summary_description: str | None = "",
     ) -> None:
-        """Add a scalar, as tensorboardX does; the event is built and written by the writer thread."""
-        file_writer = self.file_writer
-        if (display_name or summary_description or not isinstance(file_writer, RunFileWriter)
-                or file_writer._default_metadata or self._comet_enabled()):
+        """Add a scalar, as tensorboardX does; the event is built and written by the writer thread.
+
+        This is the hot path of a training loop: checks are ordered cheapest first, and the hand-off is one append.
+        """
+        events = self._events
+        if (events is None or events.closed or display_name or summary_description or self._comet_on
+                or self.file_writer._default_metadata):
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
         if type(tag) is not str:
             raise TypeError(f"add_scalar expects a string tag, got {type(tag).__name__}: {tag!r}.")
-        self._events.add_scalar(
-            "", tag, _as_float(tag, scalar_value), None if global_step is None else int(global_step),
+        queue = events.queue
+        queue.append((
+            SCALAR, "", tag,
+            scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value),
+            global_step if global_step is None or type(global_step) is int else int(global_step),
             time.time() if walltime is None else walltime,
-        )
+        ))
+        if len(queue) >= events.max_queue:
+            events.wait_for_room()
 
     def add_scalars(
         self,
@@ -236,7 +245,7 @@ class HFSummaryWriter(SummaryWriter):
         walltime: float | None = None,
     ) -> None:
         """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does."""
-        if not self._write_to_disk or self._comet_enabled():
+        if not self._write_to_disk or self._comet_on:
             super().add_scalars(main_tag, tag_scalar_dict, global_step, walltime)
             return
         walltime = time.time() if walltime is None else walltime
@@ -306,9 +315,6 @@ class HFSummaryWriter(SummaryWriter):
     def _open_event_files(self) -> list[Path]:
         events = self._events
         return events.current_files() if events is not None and not events.closed else []
-
-    def _comet_enabled(self) -> bool:
-        return self._comet_logger is not None and not (self._comet_config or {}).get("disabled", False)
 
 
 def _as_float(tag: str, value: Any) -> float:

@@ -186,3 +186,25 @@ def test_a_bad_tag_fails_at_the_call_and_the_writer_keeps_working(hub: LocalHub,
         writer.add_scalar("ok", 2.0, 1)
         assert writer._events.flush(timeout=30)
     assert scalars(logdir, "ok") == [(1, 2.0)]
+
+
+def test_hand_encoded_scalars_are_the_bytes_protobuf_makes() -> None:
+    import random
+
+    from tensorboardX.proto.summary_pb2 import Summary
+    from tensorboardX.summary import _clean_tag
+
+    from hf_summary.event_writer import ScalarEncoder
+
+    encoder = ScalarEncoder()
+    rng = random.Random(0)
+    cases = [("loss", 0.5, 0, 1.7e9), ("a/b c", -1e-30, 1, 0.0), ("big", 1e39, -5, 1.0), ("neg", -1e39, None, 2.5),
+             ("/lead", float("inf"), 2**40, 3.0), ("é", 3.0, 2**63 - 1, 1.7e9)]
+    cases += [(f"t{rng.randrange(50)}" * rng.randrange(1, 40), rng.uniform(-1e6, 1e6), rng.randrange(-10, 10**12),
+               rng.uniform(0, 2e9)) for _ in range(500)]
+    for tag, value, step, walltime in cases:
+        expected = Event(wall_time=walltime, summary=Summary(value=[Summary.Value(tag=_clean_tag(tag),
+                                                                                  simple_value=value)]))
+        if step is not None:
+            expected.step = step
+        assert encoder.encode(tag, value, step, walltime) == expected.SerializeToString(), (tag, value, step)

@@ -85,8 +85,8 @@ def make_writer(params: dict[str, Any]) -> Any:
     if params["contestant"] == "ours":
         from hf_summary import HFSummaryWriter
 
-        return HFSummaryWriter(params["repo_id"], logdir=params["logdir"], commit_every=60,
-                               max_file_size=params["max_file_size"])
+        extra = {} if params["max_file_size"] is None else {"max_file_size": params["max_file_size"]}
+        return HFSummaryWriter(params["repo_id"], logdir=params["logdir"], commit_every=60, **extra)
     from huggingface_hub import HFSummaryWriter as PeerWriter
 
     return PeerWriter(params["repo_id"], logdir=params["logdir"], commit_every=60)
@@ -156,7 +156,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=200, help="approximate MB (1e6 bytes) of events to log")
     parser.add_argument("--commits", type=int, default=20, help="chunks of the workload, each followed by a commit")
-    parser.add_argument("--max-file-size", type=int, default=16 * MIB, help="our writer's max_file_size (bytes)")
+    parser.add_argument("--max-file-size", type=int, default=None,
+                        help="our writer's max_file_size (bytes); default: the library's default")
     parser.add_argument("--contestants", default="ours,peer", help=f"comma-separated, from {sorted(CONTESTANTS)}")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds each contestant may take")
     parser.add_argument(CHILD_FLAG, help=argparse.SUPPRESS)
@@ -168,10 +169,17 @@ def main() -> int:
     per_block = block_bytes()
     blocks_per_chunk = max(1, round(args.mb * 1e6 / args.commits / per_block))
     names = [n.strip() for n in args.contestants.split(",") if n.strip()]
+    if args.max_file_size is None:
+        from hf_summary.event_writer import DEFAULT_FILE_SIZE
+
+        our_max_file_size = DEFAULT_FILE_SIZE
+    else:
+        our_max_file_size = args.max_file_size
     print(f"Workload: {args.commits} chunks x {blocks_per_chunk} blocks x {per_block} B/block "
           f"= {args.commits * blocks_per_chunk * per_block / 1e6:.1f} MB of events (--mb {args.mb:g}); a block is "
           f"{STEPS_PER_BLOCK} steps x {len(SCALAR_TAGS)} scalars + 2 histograms ({HIST_VALUES} values) + 1 image "
-          f"(3x{IMAGE_SIDE}x{IMAGE_SIDE} random uint8). Our max_file_size: {args.max_file_size / MIB:g} MiB.")
+          f"(3x{IMAGE_SIDE}x{IMAGE_SIDE} random uint8). Our max_file_size: {our_max_file_size / MIB:g} MiB"
+          f"{' (library default)' if args.max_file_size is None else ''}.")
     print("Memory: peak RSS of the child process (ru_maxrss), which logs and uploads; 'RSS after setup' is its RSS "
           "once the writer is built (torch, pulled in by tensorboardX, is most of it).\n")
 

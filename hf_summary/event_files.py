@@ -33,8 +33,18 @@ def masked_crc(data: bytes) -> int:
 
 def frame_record(data: bytes) -> bytes:
     """Frame one serialized record (usually an `Event` protobuf) for appending to an event file."""
-    header = _HEADER.pack(len(data))
-    return b"".join((header, _CRC.pack(masked_crc(header)), data, _CRC.pack(masked_crc(data))))
+    length = len(data)
+    header = _framed_headers.get(length)
+    if header is None:
+        # Records of one tag have one length: their framed headers, CRC included, are computed once.
+        if len(_framed_headers) >= 4096:
+            _framed_headers.clear()
+        packed = _HEADER.pack(length)
+        header = _framed_headers[length] = packed + _CRC.pack(masked_crc(packed))
+    return header + data + _CRC.pack(masked_crc(data))
+
+
+_framed_headers: dict[int, bytes] = {}
 
 
 @dataclass

@@ -32,7 +32,7 @@ _EVENT = 1  # (_EVENT, run, event)
 _FLUSH = 2  # (_FLUSH, done_event, roll_size)
 
 _FLOAT = struct.Struct("<f")
-_DOUBLE = struct.Struct("<d")
+_WALL = struct.Struct("<Bd")  # the wall_time field: its tag byte, then the double
 
 # The one call that touches the disk, a module attribute so that tests can stand in a slow or full disk.
 _os_write = os.write
@@ -55,27 +55,33 @@ class ScalarEncoder:
     _MAX_TAGS = 10_000  # a run that invents a tag per step must not grow the cache without bound
 
     def __init__(self) -> None:
-        self._prefixes: dict[str, bytes] = {}
+        self._tails: dict[str, bytes] = {}
 
     def encode(self, tag: str, value: float, step: int | None, walltime: float) -> bytes:
-        prefix = self._prefixes.get(tag)
-        if prefix is None:
-            if len(self._prefixes) >= self._MAX_TAGS:
-                self._prefixes.clear()
-            name = _clean_tag(tag).encode()
-            # Summary.Value: field 1 (tag, bytes) then field 2 (simple_value, float32)
-            value_field = b"\x0a" + _varint(len(name)) + name + b"\x15"
-            prefix = self._prefixes[tag] = value_field
+        tail = self._tails.get(tag)
+        if tail is None:
+            tail = self._tail(tag)
         try:
-            value_bytes = prefix + _FLOAT.pack(value)
+            value_bytes = _FLOAT.pack(value)
         except OverflowError:  # beyond float32: protobuf stores an infinity, and so do we
-            value_bytes = prefix + _FLOAT.pack(math.copysign(math.inf, value))
-        summary = b"\x0a" + _varint(len(value_bytes)) + value_bytes  # Summary: field 1 (value)
+            value_bytes = _FLOAT.pack(math.copysign(math.inf, value))
         # Event: field 1 wall_time (double), field 2 step (int64, omitted when 0 as proto3 does), field 5 summary
-        head = b"\x09" + _DOUBLE.pack(walltime) if walltime else b""
+        head = _WALL.pack(0x09, walltime) if walltime else b""
         if step:
             head += b"\x10" + _varint(step & 0xFFFFFFFFFFFFFFFF)
-        return head + b"\x2a" + _varint(len(summary)) + summary
+        return head + tail + value_bytes
+
+    def _tail(self, tag: str) -> bytes:
+        """Everything from the Event's summary field to the float: constant for a tag, so computed once."""
+        if len(self._tails) >= self._MAX_TAGS:
+            self._tails.clear()
+        name = _clean_tag(tag).encode()
+        value_head = b"\x0a" + _varint(len(name)) + name + b"\x15"  # Summary.Value: tag, then simple_value
+        value_size = len(value_head) + _FLOAT.size
+        summary_head = b"\x0a" + _varint(value_size)  # Summary: field 1, value
+        summary_size = len(summary_head) + value_size
+        tail = self._tails[tag] = b"\x2a" + _varint(summary_size) + summary_head + value_head
+        return tail
 
 
 def _varint(number: int) -> bytes:
@@ -288,10 +294,16 @@ class EventWriter:
 
     def _write_batch(self, queue: deque[tuple[Any, ...]]) -> None:
         # Drain what is there now; items appended meanwhile wait for the next batch.
+        encode, runs, popleft = self._scalars.encode, self._runs, queue.popleft
         for count in range(1, len(queue) + 1):
-            item = queue.popleft()
+            item = popleft()
             try:
-                self._handle(item)
+                if item[0] == SCALAR:  # most items: handled inline, this loop is the writer thread's hot path
+                    _, run, tag, value, step, walltime = item
+                    file = runs.get(run) or self._run_file(run)
+                    file.pending.append(frame_record(encode(tag, value, step, walltime)))
+                else:
+                    self._handle(item)
             except Exception:
                 # Only an event that cannot be serialized gets here: it is lost, but nothing else is.
                 logger.exception("Could not write an event to %s; it is skipped", self.logdir)
@@ -306,10 +318,7 @@ class EventWriter:
 
     def _handle(self, item: tuple[Any, ...]) -> None:
         kind = item[0]
-        if kind == SCALAR:
-            _, run, tag, value, step, walltime = item
-            self._run_file(run).pending.append(frame_record(self._scalars.encode(tag, value, step, walltime)))
-        elif kind == _EVENT:
+        if kind == _EVENT:
             self._run_file(item[1]).pending.append(frame_record(item[2].SerializeToString()))
         else:
             self._complete_flush(item[1])

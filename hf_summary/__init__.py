@@ -10,14 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HFSummaryWriter", "HubAuthError", "__version__", "finish", "init", "log"]
+__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "__version__", "finish", "init", "log"]
 
 if TYPE_CHECKING:
     from .hub import HubAuthError
+    from .local_writer import LocalSummaryWriter
     from .run import finish, init, log
     from .writer import HFSummaryWriter
 
-_LAZY = {"HFSummaryWriter": ".writer", "HubAuthError": ".hub", "init": ".run", "log": ".run", "finish": ".run"}
+_LAZY = {
+    "HFSummaryWriter": ".writer",
+    "HubAuthError": ".hub",
+    "LocalSummaryWriter": ".local_writer",
+    "init": ".run",
+    "log": ".run",
+    "finish": ".run",
+}
 
 
 def __getattr__(name: str) -> Any:

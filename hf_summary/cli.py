@@ -183,4 +183,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, not this __main__ copy: other modules import hf_summary.cli, and its
+    # exception classes must be the ones main() catches.
+    from hf_summary.cli import main as _main
+
+    sys.exit(_main())

@@ -159,7 +159,7 @@ def init(
         group: a folder between the project and the run, to keep related runs together.
         logdir_root: the local folder holding the projects. Defaults to "runs".
         writer_kwargs: passed to `HFSummaryWriter` (`commit_every`, `path_in_repo` (default "tensorboard"),
-            `repo_private`, `token`, ...) or, for a local run, to `tensorboardX.SummaryWriter`.
+            `repo_private`, `token`, ...) or, for a local run, to `LocalSummaryWriter`.
 
     Returns:
         The run; `hf_summary.log` and `hf_summary.finish` act on it too.
@@ -196,9 +196,9 @@ def init(
         if hub_only:
             raise TypeError(f"{', '.join(hub_only)} only apply to a run pushed to the Hub: pass repo_id=... or "
                             f"drop them.")
-        from tensorboardX import SummaryWriter
+        from .local_writer import LocalSummaryWriter
 
-        writer = SummaryWriter(logdir=str(logdir), **writer_kwargs)
+        writer = LocalSummaryWriter(str(logdir), **writer_kwargs)
 
     if _current is not None:
         _current.finish()
@@ -246,7 +246,11 @@ def _unused_name(parent: Path) -> str:
 
 def _hub_arguments() -> set[str]:
     """`HFSummaryWriter`'s own keyword arguments (`commit_every`, `token`, ...): meaningless for a local run."""
+    from .local_writer import LocalSummaryWriter
     from .writer import HFSummaryWriter
 
-    parameters = inspect.signature(HFSummaryWriter.__init__).parameters.values()
-    return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"logdir"}
+    def keyword_only(cls: type) -> set[str]:
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    return keyword_only(HFSummaryWriter) - keyword_only(LocalSummaryWriter) - {"logdir"}

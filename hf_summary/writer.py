@@ -7,20 +7,17 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import sys
 import threading
-import time
 import weakref
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import constants
-from tensorboardX import SummaryWriter
 
-from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE, SCALAR, EventWriter, RunFileWriter
+from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE
 from .hub import HubAuthError, HubClient, RepoTarget, is_offline
+from .local_writer import LocalSummaryWriter, default_logdir
 from .scheduler import CommitScheduler, join_shared, shared_client
 from .uploader import Uploader, default_ignore_patterns, repo_folder
 from .validation import validate_arguments
@@ -28,7 +25,7 @@ from .validation import validate_arguments
 logger = logging.getLogger(__name__)
 
 
-class HFSummaryWriter(SummaryWriter):
+class HFSummaryWriter(LocalSummaryWriter):
     """A `tensorboardX.SummaryWriter` that also commits its logdir to a Hub repo every `commit_every` minutes.
 
     Events are written locally first, by a background thread, and pushed by another. The training loop never waits
@@ -92,14 +89,12 @@ class HFSummaryWriter(SummaryWriter):
         other_ranks: str = "skip",
         **kwargs: Any,
     ) -> None:
-        logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
+        logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
         validate_arguments(
             repo_id=repo_id, logdir=logdir, commit_every=commit_every, repo_type=repo_type,
             path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
             max_file_size=max_file_size, close_timeout=close_timeout,
         )
-        self._events: EventWriter | None = None
-        self._queue_size = queue_size
         self._closing = False
         self.max_file_size = max_file_size
         self.close_timeout = close_timeout
@@ -123,12 +118,7 @@ class HFSummaryWriter(SummaryWriter):
         if not offline and not client.repo_ready:
             _check_hub(client, hub_timeout)  # raises on a rejected token, before anything is created
 
-        self._comet_on = not (kwargs.get("comet_config") or {"disabled": True}).get("disabled", False)
-        try:
-            super().__init__(logdir=logdir, **kwargs)
-        except OSError as error:
-            raise OSError(error.errno, f"Cannot write TensorBoard events in logdir '{logdir}': {error.strerror}. "
-                          "Pass a logdir you can write to.", error.filename) from None
+        super().__init__(logdir, queue_size=queue_size, **kwargs)
         self._hub = client
         self._uploader = Uploader(
             Path(self.logdir),
@@ -188,86 +178,6 @@ class HFSummaryWriter(SummaryWriter):
             words += ["--exclude", *([ignore] if isinstance(ignore, str) else ignore)]
         return shlex.join(words)
 
-    # tensorboardX hooks: events go through our EventWriter -----------------------------------------------------------
-
-    def _get_file_writer(self) -> Any:
-        if not self._write_to_disk:
-            return super()._get_file_writer()
-        if self.all_writers is None or self.file_writer is None:
-            if self._events is None or self._events.closed:
-                self._events = EventWriter(self.logdir, max_queue=self._queue_size,
-                                           filename_suffix=self._filename_suffix or "")
-            self.file_writer = RunFileWriter(self._events, self.logdir, "")
-            if self.purge_step is not None:
-                from tensorboardX.proto.event_pb2 import Event, SessionLog
-
-                self.file_writer.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
-                self.file_writer.add_event(
-                    Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START)))
-            self.all_writers = {self.logdir: self.file_writer}
-        return self.file_writer
-
-    def add_scalar(
-        self,
-        tag: str,
-        scalar_value: Any,
-        global_step: int | None = None,
-        walltime: float | None = None,
-        display_name: str | None = "",
-        summary_description: str | None = "",
-    ) -> None:
-        """Add a scalar, as tensorboardX does; the event is built and written by the writer thread.
-
-        This is the hot path of a training loop: checks are ordered cheapest first, and the hand-off is one append.
-        """
-        events = self._events
-        if (events is None or events.closed or display_name or summary_description or self._comet_on
-                or self.file_writer._default_metadata):
-            super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
-            return
-        if type(tag) is not str:
-            raise TypeError(f"add_scalar expects a string tag, got {type(tag).__name__}: {tag!r}.")
-        queue = events.queue
-        queue.append((
-            SCALAR, "", tag,
-            scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value),
-            global_step if global_step is None or type(global_step) is int else int(global_step),
-            time.time() if walltime is None else walltime,
-        ))
-        if len(queue) >= events.max_queue:
-            events.wait_for_room()
-
-    def add_scalars(
-        self,
-        main_tag: str,
-        tag_scalar_dict: dict[str, Any],
-        global_step: int | None = None,
-        walltime: float | None = None,
-    ) -> None:
-        """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does."""
-        if not self._write_to_disk or self._comet_on:
-            super().add_scalars(main_tag, tag_scalar_dict, global_step, walltime)
-            return
-        walltime = time.time() if walltime is None else walltime
-        step = None if global_step is None else int(global_step)
-        self._get_file_writer()
-        events = self._events
-        for tag, value in tag_scalar_dict.items():
-            run = os.path.join(main_tag, tag)
-            fw_tag = os.path.join(str(self.logdir), run)
-            if fw_tag not in self.all_writers:
-                self.all_writers[fw_tag] = RunFileWriter(events, fw_tag, run)
-            number = _as_float(main_tag, value)
-            events.add_scalar(run, main_tag, number, step, walltime)
-            self.scalar_dict.setdefault(fw_tag, []).append([walltime, global_step, number])
-
-    def flush(self) -> None:
-        """Write everything logged so far to disk; returns once it is there."""
-        if self._events is not None and not self._events.closed:
-            self._events.flush()  # one writer thread serves every run folder: one round-trip flushes them all
-        else:
-            super().flush()
-
     def close(self) -> None:
         """Write everything, close the event files and make a final push (waiting at most `close_timeout`).
 
@@ -279,8 +189,6 @@ class HFSummaryWriter(SummaryWriter):
         self._closing = True
         try:
             super().close()
-            if self._events is not None:
-                self._events.close()
             if os.getpid() == self._owner_pid:
                 self._final_push()
                 _open_writers.discard(self)
@@ -312,24 +220,6 @@ class HFSummaryWriter(SummaryWriter):
         if events is not None and not events.closed:
             events.flush(roll_size=self.max_file_size)
 
-    def _open_event_files(self) -> list[Path]:
-        events = self._events
-        return events.current_files() if events is not None and not events.closed else []
-
-
-def _as_float(tag: str, value: Any) -> float:
-    """A scalar as a Python float; tensors and arrays become numbers here, on the caller's thread."""
-    if type(value) is float:
-        return value
-    if isinstance(value, str | bytes):
-        raise TypeError(f"add_scalar('{tag}') expects a number, got the string {value!r}.")
-    try:
-        return float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(
-            f"add_scalar('{tag}') expects a number or a one-element tensor/array, got {type(value).__name__}: {error}"
-        ) from None
-
 
 def _global_rank() -> int:
     """This process's global rank under torch.distributed or a launcher (torchrun, accelerate), else 0."""
@@ -340,11 +230,6 @@ def _global_rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
-
-
-def _default_logdir(comment: str) -> str:
-    # The same default as tensorboardX, computed here because the Hub check runs before the base constructor.
-    return os.path.join("runs", datetime.now().strftime("%b%d_%H-%M-%S") + "_" + socket.gethostname() + comment)
 
 
 def _check_hub(client: HubClient, timeout: float) -> None:

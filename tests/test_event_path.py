@@ -208,3 +208,20 @@ def test_hand_encoded_scalars_are_the_bytes_protobuf_makes() -> None:
         if step is not None:
             expected.step = step
         assert encoder.encode(tag, value, step, walltime) == expected.SerializeToString(), (tag, value, step)
+
+
+def test_local_writer_is_the_same_fast_path_without_a_hub(tmp_path: Path) -> None:
+    import tensorboardX
+
+    from hf_summary import HFSummaryWriter, LocalSummaryWriter
+
+    assert issubclass(HFSummaryWriter, LocalSummaryWriter)
+    assert issubclass(LocalSummaryWriter, tensorboardX.SummaryWriter)
+    with LocalSummaryWriter(str(tmp_path / "local")) as writer:
+        for step in range(100):
+            writer.add_scalar("x", float(step), step)
+        writer.flush()
+        assert len(scalars(tmp_path / "local", "x")) == 100  # flush waits for the writer thread
+        assert not hasattr(writer, "scheduler")
+    (path,) = (tmp_path / "local").glob("*tfevents*")
+    assert f".{os.getpid()}." in path.name

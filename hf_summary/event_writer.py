@@ -1,8 +1,8 @@
 """The writer's event path: an in-process queue and one background thread that writes event files in batches.
 
-tensorboardX hands every event through a `multiprocessing.Queue` (~70 µs a call); here the logging thread only
-appends a tuple to a deque and the writer thread builds, frames and writes events in batches, waking a few times a
-second so that it does not take the GIL from the training loop at every event.
+tensorboardX hands every event through a `multiprocessing.Queue`; here the logging thread only appends a tuple to a
+deque and the writer thread builds, frames and writes events in batches, waking once a second (or when a flush or a
+full queue calls it) so that it does not take the GIL from the training loop at every event.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ DEFAULT_MAX_QUEUE = 10_000
 # Small on purpose: the Hub replaces a file whole, so the file still growing is re-sent at each push. Closing it at
 # the first push past this size makes a commit send the new bytes plus at most this much again.
 DEFAULT_FILE_SIZE = 1024 * 1024
-_WAKE_INTERVAL = 0.25  # seconds between batches when nobody is waiting for a flush
+# Seconds between batches when nobody waits for a flush. Each wake-up takes the GIL from the training loop; measured
+# on a 0.5 ms CPU step, waking every 0.05 s cost more than every 1 s. tensorboardX flushes every 120 s by default.
+_WAKE_INTERVAL = 1.0
 _WAKE_EVERY = 512  # items handled between wake-ups of loggers blocked on a full queue
 
 

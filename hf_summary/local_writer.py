@@ -29,7 +29,7 @@ class LocalSummaryWriter(SummaryWriter):
         logdir: where event files are written; defaults to `runs/<date>_<host><comment>` like tensorboardX.
         queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
         kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
-            `max_queue` and `flush_secs` have no use here: events are written a few times a second.
+            `max_queue` and `flush_secs` have no use here: events are written every second, and at `flush()`.
 
     Raises:
         OSError: the logdir cannot be written to.

@@ -51,7 +51,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         close_timeout: seconds `close()` waits for the final push. Defaults to 60.
         hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
         kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
-            `max_queue` and `flush_secs` have no use here: events are written a few times a second.
+            `max_queue` and `flush_secs` have no use here: events are written every second, and at `flush()`.
 
     Raises:
         ValueError: a malformed argument (repo id, interval, logdir, path_in_repo, patterns).

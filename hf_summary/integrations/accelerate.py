@@ -21,7 +21,7 @@ class HubTensorBoardTracker(GeneralTracker):
 
     Events go to `logging_dir/run_name`, as with accelerate's own tracker, through an `HFSummaryWriter`: they
     reach the Hub every `commit_every` minutes and at `accelerator.end_training()`. Unlike accelerate's tracker it
-    does not flush to disk at every `log()`; the writer's thread writes a few times a second.
+    does not flush to disk at every `log()`; the writer's thread writes once a second.
 
     `accelerator.log(values)` logs numbers (0-d tensors included) as scalars, strings as text and dicts of
     numbers as grouped scalars (`add_scalars`); other values are skipped with a warning, as the Trainer does.

@@ -7,6 +7,7 @@ contestant its own peak memory figure and keeps one contestant's threads from sl
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -14,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,20 @@ def run_child(script: str | Path, params: dict[str, Any], env: dict[str, str], t
         tail = "\n".join(proc.stderr.strip().splitlines()[-30:])
         raise RuntimeError(f"child {params} exited with {proc.returncode}:\n{tail}")
     return json.loads(results[-1])
+
+
+def parse_args_or_run_child(
+    parser: argparse.ArgumentParser, child: Callable[[dict[str, Any]], None]
+) -> argparse.Namespace | None:
+    """Child side of `run_child`'s command line: parse the script's arguments, or, when started as a child by
+    `run_child`, run `child` with its parameters and return None (the script then exits 0).
+    """
+    parser.add_argument(CHILD_FLAG, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return None
+    return args
 
 
 def emit_result(result: dict[str, Any]) -> None:

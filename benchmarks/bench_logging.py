@@ -24,7 +24,6 @@ d. Import time: wall time of `python -c "import X"` minus that of `python -c "pa
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CHILD_FLAG, Verdicts, child_env, emit_result, format_table, median, percentile, run_child
+from _common import (
+    Verdicts,
+    child_env,
+    emit_result,
+    format_table,
+    median,
+    parse_args_or_run_child,
+    percentile,
+    run_child,
+)
 
 from hf_summary.testing import LocalHub
 
@@ -373,10 +381,8 @@ def main() -> int:
     parser.add_argument("--hist-side", type=int, default=256, help="(c) histogram of a side x side tensor")
     parser.add_argument("--image-side", type=int, default=64, help="(c) 3 x side x side image")
     parser.add_argument("--import-reps", type=int, default=9, help="(d) processes per statement")
-    parser.add_argument(CHILD_FLAG, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(json.loads(args.child))
+    args = parse_args_or_run_child(parser, child)
+    if args is None:
         return 0
 
     verdicts = Verdicts()

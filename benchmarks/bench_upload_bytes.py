@@ -15,7 +15,6 @@ Target: bytes received by the server <= 1.25 x the bytes logged (the event files
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    CHILD_FLAG,
     MIB,
     Verdicts,
     child_env,
@@ -31,6 +29,7 @@ from _common import (
     event_bytes,
     format_table,
     median,
+    parse_args_or_run_child,
     peak_rss_mib,
     read_run,
     run_child,
@@ -160,10 +159,8 @@ def main() -> int:
                         help="our writer's max_file_size (bytes); default: the library's default")
     parser.add_argument("--contestants", default="ours,peer", help=f"comma-separated, from {sorted(CONTESTANTS)}")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds each contestant may take")
-    parser.add_argument(CHILD_FLAG, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(json.loads(args.child))
+    args = parse_args_or_run_child(parser, child)
+    if args is None:
         return 0
 
     per_block = block_bytes()

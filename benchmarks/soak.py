@@ -16,7 +16,6 @@ points; every scalar and histogram on the Hub after close.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -25,7 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CHILD_FLAG, MIB, Verdicts, child_env, emit_result, event_bytes, format_table, read_run, run_child
+from _common import (
+    MIB,
+    Verdicts,
+    child_env,
+    emit_result,
+    event_bytes,
+    format_table,
+    parse_args_or_run_child,
+    read_run,
+    run_child,
+)
 
 from hf_summary.testing import LocalHub
 
@@ -149,13 +158,14 @@ def main() -> int:
     parser.add_argument("--commit-every", type=float, default=3, help="seconds between commits (commit_every)")
     parser.add_argument("--failure-rate", type=float, default=0.0, help="share of Hub requests that fail")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault sequence")
-    parser.add_argument(CHILD_FLAG, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(json.loads(args.child))
+    args = parse_args_or_run_child(parser, child)
+    if args is None:
         return 0
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
+    if args.warmup <= args.commit_every:
+        # The first commit starts the Hub client's own threads: sampled before it, the thread count cannot be flat.
+        parser.error("--warmup must be longer than --commit-every, so that the first commit happens during warm-up")
 
     print(f"Soak: {args.duration:g} s of logging at {args.steps_per_sec:g} steps/s ({len(SCALAR_TAGS)} scalars a "
           f"step, a histogram every {args.hist_every} steps), commit_every={args.commit_every:g} s, failure rate "

@@ -167,7 +167,7 @@ def main() -> int:
     blocks_per_chunk = max(1, round(args.mb * 1e6 / args.commits / per_block))
     names = [n.strip() for n in args.contestants.split(",") if n.strip()]
     if args.max_file_size is None:
-        from hf_summary.event_writer import DEFAULT_FILE_SIZE
+        from hf_summary.defaults import MAX_FILE_SIZE as DEFAULT_FILE_SIZE
 
         our_max_file_size = DEFAULT_FILE_SIZE
     else:

@@ -60,11 +60,11 @@ class LogCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if record.name == "hf_summary.retry" and "retry" in message:
+        if record.name == "hf_summary.upload.retry" and "retry" in message:
             self.counts["our retries"] += 1
-        elif record.name == "hf_summary.scheduler" and record.levelno >= logging.ERROR:
+        elif record.name == "hf_summary.upload.committer" and record.levelno >= logging.ERROR:
             self.counts["failed pushes"] += 1
-        elif record.name == "hf_summary.uploader" and message.startswith("Committed"):
+        elif record.name == "hf_summary.upload.committer" and message.startswith("Committed"):
             self.counts["commits"] += 1
         elif record.name.startswith("huggingface_hub") and "Retrying" in message:
             self.counts["client retries"] += 1  # huggingface_hub's own backoff around preupload and LFS calls
@@ -196,7 +196,7 @@ def main() -> int:
         ["events logged", f"{r['steps'] * len(SCALAR_TAGS) + r['histograms']:,} ({r['steps']:,} steps, "
                           f"{r['histograms']} histograms)"],
         ["commits (server / seen by the writer)", f"{stats.commits} / {counts['commits']}"],
-        ["our retries (hf_summary.retry warnings)", counts["our retries"]],
+        ["our retries (hf_summary.upload.retry warnings)", counts["our retries"]],
         ["failed pushes (after retries)", counts["failed pushes"]],
         ["huggingface_hub client retries", counts["client retries"]],
         ["faults injected / requests", f"{stats.faults_injected} / {stats.requests}"],

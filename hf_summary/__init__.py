@@ -10,18 +10,23 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "__version__", "finish", "init", "log"]
+__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "RetryPolicy", "UploadSpec", "__version__",
+           "finish", "init", "log"]
 
 if TYPE_CHECKING:
-    from .hub import HubAuthError
     from .local_writer import LocalSummaryWriter
     from .run import finish, init, log
+    from .upload.hub import HubAuthError
+    from .upload.retry import RetryPolicy
+    from .upload.spec import UploadSpec
     from .writer import HFSummaryWriter
 
 _LAZY = {
     "HFSummaryWriter": ".writer",
-    "HubAuthError": ".hub",
+    "HubAuthError": ".upload.hub",
     "LocalSummaryWriter": ".local_writer",
+    "RetryPolicy": ".upload.retry",
+    "UploadSpec": ".upload.spec",
     "init": ".run",
     "log": ".run",
     "finish": ".run",

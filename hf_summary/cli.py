@@ -15,13 +15,16 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .hub import HubAuthError, HubClient, RepoTarget
-from .retry import Backoff, call_with_retries
-from .upload_state import UploadState
-from .uploader import Uploader, default_ignore_patterns, repo_folder
-from .validation import REPO_TYPES, validate_path_in_repo, validate_repo_id
+from . import defaults
+from .upload.committer import Committer
+from .upload.hub import HubAuthError, HubClient
+from .upload.spec import UploadSpec
+from .upload.state import UploadState
+from .upload.uploader import Uploader, default_ignore_patterns
+from .validation import REPO_TYPES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 logger = logging.getLogger("hf_summary")
 
@@ -65,58 +68,55 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="bytes committed and pending, per file")
     status.add_argument("logdir", type=Path)
-    status.add_argument("--include", nargs="*", default=["*.tfevents.*"], help="patterns of files to upload")
+    status.add_argument("--include", nargs="*", default=[defaults.ALLOW_PATTERNS], help="patterns of files to upload")
     status.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
     status.set_defaults(command=_status)
 
-    from . import show
+    from . import show  # imported here: `hf-summary show` needs TensorBoard, the other commands do not
 
     show_parser = commands.add_parser("show", help="start TensorBoard on a logdir, or on a repo's logs (downloaded)")
     show.add_arguments(show_parser)
-    show_parser.set_defaults(command=show.main)
+    show_parser.set_defaults(command=_show)
     return parser
 
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("logdir", type=Path, help="the folder the writer logged to")
     parser.add_argument("repo_id", help="the repo, e.g. username/my-run")
-    parser.add_argument("--path-in-repo", default="tensorboard",
-                        help="repo folder; files land in <path-in-repo>/<logdir name>/ (default: tensorboard)")
-    parser.add_argument("--repo-type", default="model", choices=REPO_TYPES)
-    parser.add_argument("--revision", default="main", help="branch to push to (default: main)")
-    parser.add_argument("--include", nargs="*", default=["*.tfevents.*"], help="patterns of files to upload")
+    parser.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
+                        help="repo folder; files land in <path-in-repo>/<logdir name>/ (default: %(default)s)")
+    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES)
+    parser.add_argument("--revision", default=defaults.REVISION, help="branch to push to (default: %(default)s)")
+    parser.add_argument("--include", nargs="*", default=[defaults.ALLOW_PATTERNS], help="patterns of files to upload")
     parser.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
 
 
-def _uploader(args: argparse.Namespace) -> Uploader:
+def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY) -> Committer:
+    """The committer of the command's repo, with the logdir as its one member (its thread not started)."""
     if not args.logdir.is_dir():
         raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
-    for check in (lambda: validate_repo_id(args.repo_id), lambda: validate_path_in_repo(args.path_in_repo)):
-        try:
-            check()
-        except ValueError as error:
-            raise CliError(str(error)) from None
-    client = HubClient(RepoTarget(args.repo_id, args.repo_type, args.revision, args.private or None),
-                       token=args.token)
-    return Uploader(
-        args.logdir, client, repo_folder(args.path_in_repo, args.logdir),
-        allow_patterns=args.include, ignore_patterns=default_ignore_patterns(args.exclude),
-        squash_history=args.squash,
-    )
+    try:
+        spec = UploadSpec(args.repo_id, repo_type=args.repo_type, revision=args.revision,
+                          path_in_repo=args.path_in_repo, allow_patterns=args.include,
+                          ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    committer = Committer(HubClient(spec.target(), token=args.token), every=every)
+    committer.join(Uploader(args.logdir, spec), every=every)
+    return committer
 
 
 def _sync(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    uploader = _uploader(args)
+    committer = _committer(args)
+    (uploader,) = committer.uploaders
+    pending = uploader.pending()
+    total = sum(file.size for file in pending)
     try:
-        call_with_retries(uploader.client.ensure_repo, Backoff(), what="Create the repo")
-        pending = uploader.pending()
-        total = sum(file.size for file in pending)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"Sync to {uploader.client.target.repo_id}",
-                  disable=total == 0) as bar:
-            info = call_with_retries(uploader.push, Backoff(), what="Push to the Hub")
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"Sync to {args.repo_id}", disable=total == 0) as bar:
+            info = committer.push()
             bar.update(total)
     except HubAuthError:
         raise
@@ -128,7 +128,7 @@ def _sync(args: argparse.Namespace) -> int:
     if left:
         print(f"hf-summary: {len(left)} file(s) changed during the upload; run again to send them.", file=sys.stderr)
         return EXIT_FAILED
-    target = uploader.client.target
+    target = committer.client.target
     if info is None:
         print(f"Nothing to upload: {args.logdir} is already in {target.url()}/tree/{target.revision}")
     else:
@@ -138,31 +138,49 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from .scheduler import CommitScheduler
-
     if not args.every > 0:
         raise CliError(f"--every must be a positive number of minutes, got {args.every}.")
-    uploader = _uploader(args)
-    call_with_retries(uploader.client.ensure_repo, Backoff(), what="Create the repo")
-    scheduler = CommitScheduler(uploader.client).join(uploader, every=args.every)
+    committer = _committer(args, every=args.every).start()
+    try:
+        committer.connected.result(timeout=60)
+    except HubAuthError:
+        committer.stop()
+        raise
+    except Exception as error:
+        print(f"hf-summary: the Hub cannot be reached yet ({error}); watching, the push will retry.", file=sys.stderr)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    print(f"Watching {args.logdir}: pushing to {uploader.client.target.url()} every {args.every:g} min. "
+    print(f"Watching {args.logdir}: pushing to {committer.client.target.url()} every {args.every:g} min. "
           "Ctrl-C makes a final push and stops.", flush=True)
     done.wait()
     print("Final push...", flush=True)
     try:
-        scheduler.close(timeout=300)
+        committer.trigger(deadline=committer.clock() + 300).result(timeout=300)
     except Exception as error:
         print(f"hf-summary: final push failed ({error}); run `hf-summary sync` with the same arguments.",
               file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        committer.stop()
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace) -> int:
+    from . import show
+
+    try:
+        show.main(args)
+    except show.ShowError as error:
+        raise CliError(str(error)) from None
+    except KeyboardInterrupt:
+        print("hf-summary: interrupted; files already downloaded stay in the cache.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .upload_plan import UploadPlanner
+    from .upload.plan import UploadPlanner
 
     if not args.logdir.is_dir():
         raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")

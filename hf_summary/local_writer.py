@@ -2,7 +2,8 @@
 
 Every `add_*` call keeps tensorboardX's behaviour and file format; events go through one in-process queue to one
 writer thread (see event_writer.py) instead of a `multiprocessing.Queue` per run folder. `HFSummaryWriter` builds on
-it; on its own it serves runs that stay local until `hf-summary sync` pushes them.
+it; on its own it serves runs that stay local until `hf-summary sync` pushes them. tensorboardX's private state is
+reached only through `events/tbx.py`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tensorboardX import SummaryWriter
+from .defaults import QUEUE_SIZE
+from .events.queue import EventQueue
+from .events.tbx import Event, RunFileWriter, SummaryWriterBase
 
-from .event_writer import DEFAULT_MAX_QUEUE, SCALAR, EventWriter, RunFileWriter
+# The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
+_MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
 
 
-class LocalSummaryWriter(SummaryWriter):
+class LocalSummaryWriter(SummaryWriterBase):
     """A `tensorboardX.SummaryWriter` whose events are written by one background thread, in batches.
 
     `add_scalar` costs a fraction of a microsecond; `flush()` returns once everything logged is on disk; event
@@ -42,9 +46,9 @@ class LocalSummaryWriter(SummaryWriter):
         ```
     """
 
-    def __init__(self, logdir: str | None = None, *, queue_size: int = DEFAULT_MAX_QUEUE, **kwargs: Any) -> None:
+    def __init__(self, logdir: str | None = None, *, queue_size: int = QUEUE_SIZE, **kwargs: Any) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
-        self._events: EventWriter | None = None
+        self._events: EventQueue | None = None
         self._queue_size = queue_size
         self._comet_on = not (kwargs.get("comet_config") or {"disabled": True}).get("disabled", False)
         try:
@@ -53,22 +57,10 @@ class LocalSummaryWriter(SummaryWriter):
             raise OSError(error.errno, f"Cannot write TensorBoard events in logdir '{logdir}': {error.strerror}. "
                           "Pass a logdir you can write to.", error.filename) from None
 
-    def _get_file_writer(self) -> Any:
-        if not self._write_to_disk:
-            return super()._get_file_writer()
-        if self.all_writers is None or self.file_writer is None:
-            if self._events is None or self._events.closed:
-                self._events = EventWriter(self.logdir, max_queue=self._queue_size,
-                                           filename_suffix=self._filename_suffix or "")
-            self.file_writer = RunFileWriter(self._events, self.logdir, "")
-            if self.purge_step is not None:
-                from tensorboardX.proto.event_pb2 import Event, SessionLog
-
-                self.file_writer.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
-                self.file_writer.add_event(
-                    Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START)))
-            self.all_writers = {self.logdir: self.file_writer}
-        return self.file_writer
+    def _open_file_writer(self) -> RunFileWriter:
+        if self._events is None or self._events.closed:
+            self._events = EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+        return RunFileWriter(self._events, self.logdir, "")
 
     def add_scalar(
         self,
@@ -85,20 +77,18 @@ class LocalSummaryWriter(SummaryWriter):
         """
         events = self._events
         if (events is None or events.closed or display_name or summary_description or self._comet_on
-                or self.file_writer._default_metadata):
+                or self.uses_default_metadata):
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
         if type(tag) is not str:
             raise TypeError(f"add_scalar expects a string tag, got {type(tag).__name__}: {tag!r}.")
-        queue = events.queue
-        queue.append((
-            SCALAR, "", tag,
+        events.put_scalar(
+            "", tag,
             scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value),
-            global_step if global_step is None or type(global_step) is int else int(global_step),
-            time.time() if walltime is None else walltime,
-        ))
-        if len(queue) >= events.max_queue:
-            events.wait_for_room()
+            global_step if type(global_step) is int and _MIN_STEP <= global_step <= _MAX_STEP
+            else _as_step(global_step),
+            time.time() if walltime is None else walltime if type(walltime) is float else _as_walltime(walltime),
+        )
 
     def add_scalars(
         self,
@@ -108,20 +98,21 @@ class LocalSummaryWriter(SummaryWriter):
         walltime: float | None = None,
     ) -> None:
         """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does."""
-        if not self._write_to_disk or self._comet_on:
+        if not self.writes_to_disk or self._comet_on:
             super().add_scalars(main_tag, tag_scalar_dict, global_step, walltime)
             return
-        walltime = time.time() if walltime is None else walltime
-        step = None if global_step is None else int(global_step)
+        walltime = _as_walltime(walltime)
+        step = _as_step(global_step)
         self._get_file_writer()
         events = self._events
+        assert events is not None
         for tag, value in tag_scalar_dict.items():
             run = os.path.join(main_tag, tag)
             fw_tag = os.path.join(str(self.logdir), run)
-            if fw_tag not in self.all_writers:
-                self.all_writers[fw_tag] = RunFileWriter(events, fw_tag, run)
+            if not self._has_sub_run(fw_tag):
+                self._add_sub_run(fw_tag, RunFileWriter(events, fw_tag, run))
             number = _as_float(main_tag, value)
-            events.add_scalar(run, main_tag, number, step, walltime)
+            events.put_scalar(run, main_tag, number, step, walltime)
             self.scalar_dict.setdefault(fw_tag, []).append([walltime, global_step, number])
 
     def flush(self) -> None:
@@ -140,7 +131,7 @@ class LocalSummaryWriter(SummaryWriter):
     def _open_event_files(self) -> list[Path]:
         """The event files still open for appending; every other file of this writer is final."""
         events = self._events
-        return events.current_files() if events is not None and not events.closed else []
+        return events.open_files() if events is not None and not events.closed else []
 
 
 def _as_float(tag: str, value: Any) -> float:
@@ -155,6 +146,20 @@ def _as_float(tag: str, value: Any) -> float:
         raise TypeError(
             f"add_scalar('{tag}') expects a number or a one-element tensor/array, got {type(value).__name__}: {error}"
         ) from None
+
+
+def _as_step(step: Any) -> int | None:
+    """The step as tensorboardX stores it: `int(step)`, refused outside int64's range as protobuf refuses it."""
+    if step is None:
+        return None
+    return Event(step=int(step)).step
+
+
+def _as_walltime(walltime: Any) -> float:
+    """The walltime as tensorboardX stores it (protobuf's double field decides what is a number), or now."""
+    if walltime is None:
+        return time.time()
+    return Event(wall_time=walltime).wall_time
 
 
 def default_logdir(comment: str) -> str:

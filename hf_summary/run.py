@@ -15,8 +15,8 @@ A run is a TensorBoard run folder, `<logdir_root>/<project>[/<group>]/<name>` lo
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import shlex
 import sys
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,14 +24,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .integrations.common import (
-    CONFIG_FILE,
-    DEFAULT_ALLOW_PATTERNS,
-    allow_patterns_with_config,
-    as_number,
-    flatten,
-    save_config,
-)
+from . import defaults
+from .integrations.common import allow_patterns_with_config, as_number, flatten, save_config
+from .upload.spec import UploadSpec
 
 _current: Run | None = None
 
@@ -59,7 +54,7 @@ class Run:
         group: str | None,
         logdir: Path,
         repo_id: str | None,
-        path_in_repo: str,
+        spec: UploadSpec,
         writer: Any,
     ) -> None:
         self.project = project
@@ -67,7 +62,8 @@ class Run:
         self.group = group
         self.logdir = logdir
         self.repo_id = repo_id
-        self.path_in_repo = path_in_repo
+        self.spec = spec
+        self.path_in_repo = spec.path_in_repo or ""
         self.writer = writer
         self.step = 0
         self.finished = False
@@ -126,9 +122,8 @@ class Run:
             repo_id: the repo to upload to. Defaults to the run's repo, or for a local run to a repo named after
                 the project in your namespace.
         """
-        repo_id = repo_id or self.repo_id or self.project
-        return shlex.join(["hf-summary", "sync", str(self.logdir), repo_id, "--path-in-repo", self.path_in_repo,
-                           "--include", DEFAULT_ALLOW_PATTERNS, CONFIG_FILE])
+        spec = dataclasses.replace(self.spec, repo_id=repo_id) if repo_id else self.spec
+        return spec.sync_command(self.logdir)
 
     def __enter__(self) -> Run:
         return self
@@ -180,17 +175,18 @@ def init(
     for what, value in (("project", project), ("group", group), ("name", name)):
         if value is not None or what == "project":
             _check_folder_name(what, value)
-    base = writer_kwargs.pop("path_in_repo", "tensorboard")
+    base = writer_kwargs.pop("path_in_repo", defaults.PATH_IN_REPO)
     path_in_repo = "/".join(part for part in ((base or "").strip("/"), project, group) if part)
     parent = Path(logdir_root, project, *([group] if group else []))
     logdir = parent / (name or _unused_name(parent))
+    patterns = allow_patterns_with_config(writer_kwargs.pop("repo_allow_patterns", defaults.ALLOW_PATTERNS))
 
     if repo_id is not None:
         from .writer import HFSummaryWriter
 
-        patterns = allow_patterns_with_config(writer_kwargs.pop("repo_allow_patterns", DEFAULT_ALLOW_PATTERNS))
         writer = HFSummaryWriter(repo_id, logdir=str(logdir), path_in_repo=path_in_repo,
                                  repo_allow_patterns=patterns, **writer_kwargs)
+        spec = writer.spec
     else:
         hub_only = sorted(set(writer_kwargs) & _hub_arguments())
         if hub_only:
@@ -199,11 +195,13 @@ def init(
         from .local_writer import LocalSummaryWriter
 
         writer = LocalSummaryWriter(str(logdir), **writer_kwargs)
+        # A local run's command pushes to a repo named after the project, in the user's namespace.
+        spec = UploadSpec.create(project, path_in_repo=path_in_repo, allow_patterns=patterns)
 
     if _current is not None:
         _current.finish()
-    run = Run(project=project, name=logdir.name, group=group, logdir=logdir, repo_id=repo_id,
-              path_in_repo=path_in_repo, writer=writer)
+    run = Run(project=project, name=logdir.name, group=group, logdir=logdir, repo_id=repo_id, spec=spec,
+              writer=writer)
     _current = run
     if config:
         save_config(writer, config)
@@ -250,7 +248,7 @@ def _hub_arguments() -> set[str]:
     from .writer import HFSummaryWriter
 
     def keyword_only(cls: type) -> set[str]:
-        parameters = inspect.signature(cls.__init__).parameters.values()
+        parameters = inspect.signature(cls).parameters.values()
         return {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
     return keyword_only(HFSummaryWriter) - keyword_only(LocalSummaryWriter) - {"logdir"}

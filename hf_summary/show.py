@@ -12,10 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .cli import EXIT_OK, EXIT_USAGE
+from . import defaults
 from .validation import REPO_TYPES, validate_path_in_repo, validate_repo_id
-
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
 
 
 class ShowError(Exception):
@@ -29,19 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to serve on (default: 0, a free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to serve on (default: 127.0.0.1; 0.0.0.0 shows the runs to your network)")
-    parser.add_argument("--repo-type", default="model", choices=REPO_TYPES)
+    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES)
     parser.add_argument("--revision", default=None, help="branch, tag or commit to show (default: main)")
-    parser.add_argument("--path-in-repo", default="tensorboard",
-                        help="repo folder holding the runs (default: tensorboard)")
+    parser.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
+                        help=f"repo folder holding the runs (default: {defaults.PATH_IN_REPO})")
     parser.add_argument("--token", default=None, help="Hub token, for a private repo (default: HF_TOKEN or "
                                                       "`hf auth login`)")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Start TensorBoard for `args.target`, print its URL and serve until SIGINT or SIGTERM (exit code 0).
+def main(args: argparse.Namespace) -> None:
+    """Start TensorBoard for `args.target`, print its URL and serve until SIGINT or SIGTERM.
 
-    Exit codes: 0 once stopped, 2 when the runs cannot be shown (the error says why), 130 for Ctrl-C during the
-    download.
+    Raises:
+        ShowError: the runs cannot be shown (the error says why).
+        KeyboardInterrupt: Ctrl-C during the download.
 
     Example:
         ```sh
@@ -50,34 +49,26 @@ def main(args: argparse.Namespace) -> int:
         ```
     """
     local = Path(args.target)
-    try:
-        if local.is_dir():
-            logdir, what = local, str(local)
-        else:
-            logdir = download_logs(args.target, repo_type=args.repo_type, revision=args.revision,
-                                   path_in_repo=args.path_in_repo, token=args.token)
-            what = f"{args.target} ({args.path_in_repo.strip('/')}/)" if args.path_in_repo else args.target
-        stopped = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopped.set())
-        url = start_tensorboard(logdir, host=args.host, port=args.port)
-    except ShowError as error:
-        print(f"hf-summary: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("hf-summary: interrupted; files already downloaded stay in the cache.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if local.is_dir():
+        logdir, what = local, str(local)
+    else:
+        logdir = download_logs(args.target, repo_type=args.repo_type, revision=args.revision,
+                               path_in_repo=args.path_in_repo, token=args.token)
+        what = f"{args.target} ({args.path_in_repo.strip('/')}/)" if args.path_in_repo else args.target
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    url = start_tensorboard(logdir, host=args.host, port=args.port)
     print(f"TensorBoard for {what} at {url}  (Ctrl-C to stop)", flush=True)
     stopped.wait()
-    return EXIT_OK
 
 
 def download_logs(
     repo_id: str,
     *,
-    repo_type: str = "model",
+    repo_type: str = defaults.REPO_TYPE,
     revision: str | None = None,
-    path_in_repo: str | None = "tensorboard",
+    path_in_repo: str | None = defaults.PATH_IN_REPO,
     token: str | None = None,
 ) -> Path:
     """Download a repo's event files into huggingface_hub's cache and return the folder holding the runs.
@@ -108,9 +99,10 @@ def download_logs(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     folder = (path_in_repo or "").strip("/")
+    pattern = defaults.ALLOW_PATTERNS
     try:
         snapshot = Path(snapshot_download(repo_id, repo_type=repo_type, revision=revision, token=token,
-                                          allow_patterns=[f"{folder}/*.tfevents.*" if folder else "*.tfevents.*"]))
+                                          allow_patterns=[f"{folder}/{pattern}" if folder else pattern]))
     except RepositoryNotFoundError:
         raise ShowError(f"'{repo_id}' is not a local folder, and no {repo_type} repo '{repo_id}' was found (or your "
                         "token cannot read it): check the path, or the repo id and --repo-type; for a private repo "
@@ -118,7 +110,7 @@ def download_logs(
     except (HfHubHTTPError, LocalEntryNotFoundError) as error:
         raise ShowError(f"Could not download the logs of '{repo_id}': {error}") from None
     logdir = snapshot / folder
-    if not any(logdir.rglob("*.tfevents.*")):
+    if not any(logdir.rglob(defaults.ALLOW_PATTERNS)):
         raise ShowError(f"'{repo_id}' has no event files under '{folder or '/'}': pass the folder the writer used "
                         "with --path-in-repo.")
     return logdir

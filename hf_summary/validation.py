@@ -21,6 +21,11 @@ def validate_repo_id(repo_id: object) -> None:
         raise ValueError(f"Invalid repo_id {repo_id!r}: {error} Use the form 'username/my-run'.") from None
 
 
+def validate_repo_type(repo_type: object) -> None:
+    if repo_type not in REPO_TYPES:
+        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}.")
+
+
 def validate_path_in_repo(path_in_repo: object) -> None:
     if path_in_repo is None:
         return
@@ -57,10 +62,10 @@ def validate_arguments(
         ValueError: the first bad argument, with what to pass instead.
     """
     validate_repo_id(repo_id)
-    if isinstance(commit_every, bool) or not isinstance(commit_every, numbers.Real) or not commit_every > 0:
+    if isinstance(commit_every, bool) or not isinstance(commit_every, numbers.Real) or not float(commit_every) > 0:
         raise ValueError(f"commit_every must be a positive number of minutes (e.g. 5), got {commit_every!r}.")
-    if repo_type is not None and repo_type not in REPO_TYPES:
-        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}.")
+    if repo_type is not None:
+        validate_repo_type(repo_type)
     if os.path.isfile(logdir):
         raise ValueError(f"logdir {str(logdir)!r} is a file; pass a folder (it is created if missing).")
     validate_path_in_repo(path_in_repo)
@@ -68,5 +73,5 @@ def validate_arguments(
     validate_patterns("repo_ignore_patterns", ignore_patterns)
     if isinstance(max_file_size, bool) or not isinstance(max_file_size, int) or max_file_size <= 0:
         raise ValueError(f"max_file_size must be a positive number of bytes, got {max_file_size!r}.")
-    if isinstance(close_timeout, bool) or not isinstance(close_timeout, numbers.Real) or close_timeout < 0:
+    if isinstance(close_timeout, bool) or not isinstance(close_timeout, numbers.Real) or float(close_timeout) < 0:
         raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}.")

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
-import shlex
 import signal
 import sys
 import threading
 import weakref
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from huggingface_hub import constants
 
-from .event_writer import DEFAULT_FILE_SIZE, DEFAULT_MAX_QUEUE
-from .hub import HubAuthError, HubClient, RepoTarget, is_offline
+from . import defaults
 from .local_writer import LocalSummaryWriter, default_logdir
-from .scheduler import CommitScheduler, join_shared, shared_client
-from .uploader import Uploader, default_ignore_patterns, repo_folder
+from .upload.committer import Committer, join_committer
+from .upload.hub import HubAuthError, HubClient, is_offline
+from .upload.spec import UploadSpec
+from .upload.uploader import Uploader
 from .validation import validate_arguments
 
 logger = logging.getLogger(__name__)
@@ -72,19 +74,19 @@ class HFSummaryWriter(LocalSummaryWriter):
         repo_id: str,
         *,
         logdir: str | None = None,
-        commit_every: int | float = 5,
+        commit_every: int | float = defaults.COMMIT_EVERY,
         squash_history: bool = False,
         repo_type: str | None = None,
         repo_revision: str | None = None,
         repo_private: bool | None = None,
-        path_in_repo: str | None = "tensorboard",
-        repo_allow_patterns: list[str] | str | None = "*.tfevents.*",
+        path_in_repo: str | None = defaults.PATH_IN_REPO,
+        repo_allow_patterns: list[str] | str | None = defaults.ALLOW_PATTERNS,
         repo_ignore_patterns: list[str] | str | None = None,
         token: str | None = None,
-        max_file_size: int = DEFAULT_FILE_SIZE,
-        queue_size: int = DEFAULT_MAX_QUEUE,
-        close_timeout: float = 60.0,
-        hub_timeout: float = 5.0,
+        max_file_size: int = defaults.MAX_FILE_SIZE,
+        queue_size: int = defaults.QUEUE_SIZE,
+        close_timeout: float = defaults.CLOSE_TIMEOUT,
+        hub_timeout: float = defaults.HUB_TIMEOUT,
         push_on_sigterm: bool = False,
         other_ranks: str = "skip",
         **kwargs: Any,
@@ -95,14 +97,18 @@ class HFSummaryWriter(LocalSummaryWriter):
             path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
             max_file_size=max_file_size, close_timeout=close_timeout,
         )
+        if other_ranks not in ("skip", "local"):
+            raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
+        self.spec = UploadSpec.create(
+            repo_id, repo_type=repo_type, revision=repo_revision, path_in_repo=path_in_repo,
+            allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns, squash=squash_history,
+            private=repo_private,
+        )
         self._closing = False
         self.max_file_size = max_file_size
         self.close_timeout = close_timeout
-        self._path_in_repo_arg = path_in_repo
-        self._ignore_patterns_arg = repo_ignore_patterns
+        self._events = None  # before anything that may push: the committer flushes through it
 
-        if other_ranks not in ("skip", "local"):
-            raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
         self.rank = _global_rank()
         if self.rank != 0:
             if other_ranks == "skip":
@@ -110,29 +116,21 @@ class HFSummaryWriter(LocalSummaryWriter):
             else:
                 logdir = f"{logdir}-rank{self.rank}"
         offline = is_offline() or self.rank != 0
-        # Writers of one process pushing to one repo and branch share a client and a committer (see scheduler.py).
-        key = (constants.ENDPOINT, repo_type or "model", repo_id, repo_revision or "main", token, offline)
-        client = shared_client(key) or HubClient(
-            RepoTarget(repo_id, repo_type or "model", repo_revision or "main", repo_private), token=token
+        spec = self.spec
+        # Writers of one process pushing to one repo and branch share a committer and its client (committer.py).
+        key = (constants.ENDPOINT, spec.repo_type, spec.repo_id, spec.revision, token, offline)
+        self.scheduler = join_committer(
+            key, lambda: Committer(HubClient(spec.target(), token=token), every=commit_every, enabled=not offline),
+            Uploader(Path(logdir), spec, open_files=self._open_event_files),
+            every=commit_every, before_push=self._flush_for_push,
         )
-        if not offline and not client.repo_ready:
-            _check_hub(client, hub_timeout)  # raises on a rejected token, before anything is created
-
-        super().__init__(logdir, queue_size=queue_size, **kwargs)
-        self._hub = client
-        self._uploader = Uploader(
-            Path(self.logdir),
-            client,
-            repo_folder(path_in_repo, Path(self.logdir)),
-            allow_patterns=repo_allow_patterns,
-            ignore_patterns=default_ignore_patterns(repo_ignore_patterns),
-            squash_history=squash_history,
-            open_files=self._open_event_files,
-        )
-        self.scheduler = join_shared(
-            key, lambda: CommitScheduler(client, enabled=not offline),
-            self._uploader, every=commit_every, before_push=self._flush_for_push,
-        )
+        if not offline:
+            self._wait_for_hub(hub_timeout)  # raises on a rejected token, before any file is created
+        try:
+            super().__init__(logdir, queue_size=queue_size, **kwargs)
+        except BaseException:
+            self.scheduler.stop()  # a writer that could not start leaves no thread behind
+            raise
         self._owner_pid = os.getpid()
         _open_writers.add(self)
         if push_on_sigterm:
@@ -142,20 +140,21 @@ class HFSummaryWriter(LocalSummaryWriter):
 
     @property
     def repo_id(self) -> str:
-        return self._hub.target.repo_id
+        """The repo, as `namespace/name` once the Hub has answered."""
+        return self.scheduler.committer.client.target.repo_id
 
     @property
     def repo_type(self) -> str:
-        return self._hub.target.repo_type
+        return self.spec.repo_type
 
     @property
     def repo_revision(self) -> str:
-        return self._hub.target.revision
+        return self.spec.revision
 
     @property
     def path_in_repo(self) -> str:
         """The repo folder that receives this writer's files."""
-        return self._uploader.path_in_repo
+        return self.spec.folder_for(self.logdir)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(repo_id={self.repo_id!r}, repo_type={self.repo_type!r}, "
@@ -163,20 +162,7 @@ class HFSummaryWriter(LocalSummaryWriter):
 
     def sync_command(self) -> str:
         """The shell command that uploads whatever this writer could not push."""
-        words = ["hf-summary", "sync", str(self.logdir), self.repo_id]
-        if self._path_in_repo_arg != "tensorboard":
-            words += ["--path-in-repo", self._path_in_repo_arg or ""]
-        if self.repo_type != "model":
-            words += ["--repo-type", self.repo_type]
-        if self.repo_revision != "main":
-            words += ["--revision", self.repo_revision]
-        if self._uploader.planner.allow_patterns != "*.tfevents.*":
-            allow = self._uploader.planner.allow_patterns
-            words += ["--include", *([allow] if isinstance(allow, str) else allow or ["*"])]
-        if self._ignore_patterns_arg:
-            ignore = self._ignore_patterns_arg
-            words += ["--exclude", *([ignore] if isinstance(ignore, str) else ignore)]
-        return shlex.join(words)
+        return self.spec.sync_command(self.logdir)
 
     def close(self) -> None:
         """Write everything, close the event files and make a final push (waiting at most `close_timeout`).
@@ -195,7 +181,8 @@ class HFSummaryWriter(LocalSummaryWriter):
         finally:
             self._closing = False
 
-    def __exit__(self, exc_type, exc_val, exc_tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     # Internals -------------------------------------------------------------------------------------------------------
@@ -204,7 +191,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         if not self.scheduler.enabled:
             if not self.scheduler.stopped:
                 self.scheduler.stop()
-                if self.rank == 0 and self._write_to_disk:
+                if self.rank == 0 and self.writes_to_disk:
                     logger.warning("HF_HUB_OFFLINE is set: nothing was pushed. Upload the run later with:\n  %s",
                                    self.sync_command())
             return
@@ -214,6 +201,20 @@ class HFSummaryWriter(LocalSummaryWriter):
             logger.error("The final push of %s to %s did not complete (%s). Your logs are safe in '%s'; upload "
                          "them with:\n  %s", self.logdir, self.repo_id, error or type(error).__name__, self.logdir,
                          self.sync_command())
+
+    def _wait_for_hub(self, timeout: float) -> None:
+        """Wait up to `timeout` for the committer's first contact with the Hub; only a rejected token is an error."""
+        if self.scheduler.committer.client.repo_ready:
+            return
+        try:
+            self.scheduler.committer.connected.result(timeout)
+        except concurrent.futures.TimeoutError:
+            logger.warning("The Hub did not answer within %.0fs; logging locally, the push will retry.", timeout)
+        except HubAuthError:
+            self.scheduler.stop()
+            raise
+        except Exception as error:
+            logger.warning("The Hub cannot be reached (%s); logging locally, the push will retry.", error)
 
     def _flush_for_push(self) -> None:
         events = self._events
@@ -230,28 +231,6 @@ def _global_rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
-
-
-def _check_hub(client: HubClient, timeout: float) -> None:
-    """Create the repo now if the Hub answers within `timeout`; only a rejected token is an error here."""
-    outcome: list[BaseException | None] = []
-
-    def check() -> None:
-        try:
-            client.ensure_repo()
-            outcome.append(None)
-        except BaseException as error:  # noqa: B036 - handed to the constructor's thread
-            outcome.append(error)
-
-    thread = threading.Thread(target=check, name="hf_summary-hub-check", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not outcome:
-        logger.warning("The Hub did not answer within %.0fs; logging locally, the push will retry.", timeout)
-    elif isinstance(outcome[0], HubAuthError):
-        raise outcome[0]
-    elif outcome[0] is not None:
-        logger.warning("The Hub cannot be reached (%s); logging locally, the push will retry.", outcome[0])
 
 
 def _push_on_sigterm(ref: weakref.ref[HFSummaryWriter]) -> None:

@@ -22,7 +22,7 @@ def test_fifty_writers_share_one_committer(hub: LocalHub, repo_id: str, tmp_path
     writers = [HFSummaryWriter(repo_id, logdir=str(tmp_path / f"trial{i:02d}"), commit_every=0.02)
                for i in range(50)]
     try:
-        assert len({id(w.scheduler._shared) for w in writers}) == 1
+        assert len({id(w.scheduler.committer) for w in writers}) == 1
         for i, writer in enumerate(writers):
             writer.add_scalar("score", float(i), 0)
         # Wait for the interval's own push (no trigger): the shared thread's future for it.

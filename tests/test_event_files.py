@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tensorboardX import SummaryWriter
 
-from hf_summary.event_files import EventFileNamer, frame_record, iter_records, masked_crc, scan_records
+from hf_summary.events.records import EventFileNamer, frame_record, iter_records, masked_crc, scan_records
 
 
 def _write(path: Path, records: list[bytes]) -> int:

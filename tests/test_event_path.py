@@ -14,8 +14,8 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event
 
 from hf_summary import HFSummaryWriter
-from hf_summary import event_writer as event_writer_module
-from hf_summary.event_files import iter_records, scan_records
+from hf_summary.events import queue as event_queue_module
+from hf_summary.events.records import iter_records, scan_records
 from hf_summary.testing import LocalHub
 
 from .helpers import accumulate, scalars
@@ -100,7 +100,7 @@ def test_slow_disk_blocks_logging_briefly_and_loses_nothing(hub: LocalHub, repo_
         return os.write(fd, data)
 
     writer = _writer(repo_id, logdir, queue_size=50)
-    monkeypatch.setattr(event_writer_module, "_os_write", slow_write)
+    monkeypatch.setattr(event_queue_module, "_os_write", slow_write)
     high_water = 0
     for step in range(3000):
         writer.add_scalar("slow", float(step), step)
@@ -120,12 +120,12 @@ def test_full_disk_raises_at_flush_and_keeps_the_events(hub: LocalHub, repo_id: 
     def full(fd: int, data: memoryview) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(event_writer_module, "_os_write", full)
+    monkeypatch.setattr(event_queue_module, "_os_write", full)
     for step in range(10):
         writer.add_scalar("d", float(step), step)  # logging itself never fails
     with pytest.raises(OSError, match="free disk space"):
         writer.flush()
-    monkeypatch.setattr(event_writer_module, "_os_write", os.write)
+    monkeypatch.setattr(event_queue_module, "_os_write", os.write)
     writer.close()
     assert [s for s, _ in scalars(logdir, "d")] == list(range(10))
 
@@ -194,7 +194,7 @@ def test_hand_encoded_scalars_are_the_bytes_protobuf_makes() -> None:
     from tensorboardX.proto.summary_pb2 import Summary
     from tensorboardX.summary import _clean_tag
 
-    from hf_summary.event_writer import ScalarEncoder
+    from hf_summary.events.encoding import ScalarEncoder
 
     encoder = ScalarEncoder()
     rng = random.Random(0)

@@ -94,10 +94,12 @@ def test_init_log_finish_pushes_runs_in_project_group_name_folders(hub: LocalHub
 
     # A new init finishes the current run (as wandb does): its final push happens here.
     second = hf_summary.init("proj", name="other", repo_id=repo_id, logdir_root=root, commit_every=60)
-    assert first.finished and not first.writer.scheduler.alive
+    # The second run shares the first's committer (same repo): it stays alive for the second run only.
+    assert first.finished and first.writer.scheduler.stopped and not second.writer.scheduler.stopped
+    assert [u.logdir for u in second.writer.scheduler.committer.uploaders] == [Path(second.writer.logdir)]
     hf_summary.log({"loss": 1.0})
     hf_summary.finish()
-    assert second.finished
+    assert second.finished and not second.writer.scheduler.alive
     with pytest.raises(RuntimeError, match="init"):
         hf_summary.log({"loss": 0.0})
 

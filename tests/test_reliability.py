@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hf_summary import HFSummaryWriter
-from hf_summary.event_files import scan_records
+from hf_summary.events.records import scan_records
 from hf_summary.testing import LocalHub
 
 from .helpers import download_run, scalars

@@ -14,7 +14,7 @@ import pytest
 from tensorboardX import SummaryWriter
 
 from hf_summary import HFSummaryWriter
-from hf_summary.event_files import frame_record, iter_records, scan_records
+from hf_summary.events.records import frame_record, iter_records, scan_records
 from hf_summary.testing import LocalHub
 
 from .helpers import download_run, scalars

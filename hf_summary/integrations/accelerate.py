@@ -9,9 +9,10 @@ from typing import Any
 
 from accelerate.tracking import GeneralTracker, on_main_process
 
+from .. import defaults
 from ..validation import validate_repo_id
 from ..writer import HFSummaryWriter
-from .common import DEFAULT_ALLOW_PATTERNS, allow_patterns_with_config, as_number, save_config
+from .common import allow_patterns_with_config, as_number, save_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class HubTensorBoardTracker(GeneralTracker):
     @on_main_process
     def start(self) -> None:
         kwargs = dict(self.writer_kwargs)
-        patterns = allow_patterns_with_config(kwargs.pop("repo_allow_patterns", DEFAULT_ALLOW_PATTERNS))
+        patterns = allow_patterns_with_config(kwargs.pop("repo_allow_patterns", defaults.ALLOW_PATTERNS))
         self.writer = HFSummaryWriter(self.repo_id, logdir=self.logging_dir, repo_allow_patterns=patterns, **kwargs)
         logger.debug("Logging run %s to %s, pushed to %s", self.run_name, self.logging_dir, self.repo_id)
 
@@ -140,5 +141,10 @@ class HubTensorBoardTracker(GeneralTracker):
 
 def _numbers(values: Mapping[str, Any]) -> dict[str, float] | None:
     """A dict of numbers as floats; None if any value is not a number."""
-    converted = {key: as_number(value) for key, value in values.items()}
-    return None if None in converted.values() else converted
+    converted = {}
+    for key, value in values.items():
+        number = as_number(value)
+        if number is None:
+            return None
+        converted[key] = number
+    return converted

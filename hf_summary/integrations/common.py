@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_FILE = "config.json"
-DEFAULT_ALLOW_PATTERNS = "*.tfevents.*"
 
 
 def as_number(value: Any) -> float | None:
@@ -83,14 +82,14 @@ def save_config(writer: Any, config: Mapping[str, Any]) -> Path:
         PosixPath('runs/my-run/config.json')
         ```
     """
-    from tensorboardX.summary import hparams
+    from ..events.tbx import file_writer, hparams
 
     hparam_values = {key: _hparam_value(value) for key, value in flatten(config).items()}
     # Written into the run itself, not into a sub-run as `add_hparams` does: the hparams session is then the run
     # whose scalars it describes, and no second writer (with its own event file) is opened.
-    file_writer = writer._get_file_writer()
+    run_writer = file_writer(writer)
     for summary in hparams(hparam_values, {}):
-        file_writer.add_summary(summary)
+        run_writer.add_summary(summary)
 
     path = Path(writer.logdir) / CONFIG_FILE
     text = json.dumps(config, indent=2, default=str)

@@ -818,7 +818,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         byte_range = _parse_range(self.headers.get("Range"), entry.size)
         if byte_range == "unsatisfiable":
             raise HubError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{entry.size}"})
-        if byte_range is not None:
+        if isinstance(byte_range, tuple):
             start, length = byte_range
             status = 206
             headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{entry.size}"

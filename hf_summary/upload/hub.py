@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -68,13 +69,13 @@ class HubClient:
     def __init__(self, target: RepoTarget, token: str | None = None) -> None:
         from huggingface_hub import HfApi
 
-        from . import __version__
+        from .. import __version__
 
         self.target = target
         self._token = token
         self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
         self.repo_ready = False
-        self.card_checked = False  # the tag goes into our first commit, once per process and repo
+        self._card_checked = False  # the tag goes into our first commit, once per client
 
     def __repr__(self) -> str:
         return f"HubClient(repo_id={self.target.repo_id!r}, repo_type={self.target.repo_type!r})"
@@ -96,7 +97,7 @@ class HubClient:
         self.repo_ready = True
         return t.repo_id
 
-    def card_operation(self) -> CommitOperationAdd | None:
+    def _card_operation(self) -> CommitOperationAdd | None:
         """A README.md update adding our tag, or None if the card already has it."""
         from huggingface_hub import CommitOperationAdd, DatasetCard, ModelCard, RepoCard
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
@@ -115,18 +116,27 @@ class HubClient:
         return CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())
 
     def commit(self, operations: list[CommitOperationAdd], message: str) -> CommitInfo:
+        """Commit `operations` to the branch; this client's first commit also adds our tag to the model card.
+
+        Raises:
+            HubAuthError: the token was rejected.
+        """
         t = self.target
+        card = None if self._card_checked else self._card_operation()
         with self._auth_errors("commit"):
-            return self.api.create_commit(
-                t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
+            info = self.api.create_commit(
+                t.repo_id, operations=[*operations, *([card] if card else [])], commit_message=message,
+                repo_type=t.repo_type, revision=t.revision,
             )
+        self._card_checked = True
+        return info
 
     def squash(self) -> None:
         t = self.target
         self.api.super_squash_history(t.repo_id, branch=t.revision, repo_type=t.repo_type,
                                       commit_message="Squash TensorBoard logs")
 
-    def _auth_errors(self, action: str):
+    def _auth_errors(self, action: str) -> _AuthErrors:
         return _AuthErrors(action, self._token)
 
 
@@ -140,7 +150,8 @@ class _AuthErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+                 ) -> None:
         from .retry import http_status
 
         if exc is not None and http_status(exc) in (401, 403):
@@ -149,4 +160,3 @@ class _AuthErrors:
                 "Check that this token exists and has write access to the repo's namespace, or pass another one "
                 "with `token=` / `hf auth login`."
             ) from None
-        return False

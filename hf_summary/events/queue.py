@@ -1,16 +1,15 @@
-"""The writer's event path: an in-process queue and one background thread that writes event files in batches.
+"""The event queue: the typed hand-off from logging threads, and the one thread that writes event files in batches.
 
 tensorboardX hands every event through a `multiprocessing.Queue`; here the logging thread only appends a tuple to a
-deque and the writer thread builds, frames and writes events in batches, waking once a second (or when a flush or a
-full queue calls it) so that it does not take the GIL from the training loop at every event.
+deque (`put_scalar`, `put_event`) and the writer thread builds, frames and writes events in batches, waking once a
+second (or when a flush or a full queue calls it) so that it does not take the GIL from the training loop at every
+event.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import struct
 import threading
 import time
 import weakref
@@ -18,83 +17,26 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from tensorboardX.proto.event_pb2 import Event
-from tensorboardX.summary import _clean_tag
-from tensorboardX.writer import FileWriter
-
-from .event_files import EventFileNamer, frame_record
+from ..defaults import QUEUE_SIZE
+from .encoding import ScalarEncoder
+from .records import EventFileNamer, frame_record
+from .tbx import Event
 
 logger = logging.getLogger(__name__)
 
-# Item kinds on the queue. Tuples, not objects, keep the logging thread's share of the work small.
-SCALAR = 0  # (SCALAR, run, tag, value, step, walltime)
+# What the deque holds. Tuples, not objects, keep the logging thread's share of the work small; only this module
+# builds or reads them.
+_SCALAR = 0  # (_SCALAR, run, tag, value, step, walltime)
 _EVENT = 1  # (_EVENT, run, event)
-_FLUSH = 2  # (_FLUSH, done_event, roll_size)
-
-_FLOAT = struct.Struct("<f")
-_WALL = struct.Struct("<Bd")  # the wall_time field: its tag byte, then the double
+_FLUSH = 2  # (_FLUSH, request)
 
 # The one call that touches the disk, a module attribute so that tests can stand in a slow or full disk.
 _os_write = os.write
 
-DEFAULT_MAX_QUEUE = 10_000
-# Small on purpose: the Hub replaces a file whole, so the file still growing is re-sent at each push. Closing it at
-# the first push past this size makes a commit send the new bytes plus at most this much again.
-DEFAULT_FILE_SIZE = 1024 * 1024
 # Seconds between batches when nobody waits for a flush. Each wake-up takes the GIL from the training loop; measured
 # on a 0.5 ms CPU step, waking every 0.05 s cost more than every 1 s. tensorboardX flushes every 120 s by default.
 _WAKE_INTERVAL = 1.0
 _WAKE_EVERY = 512  # items handled between wake-ups of loggers blocked on a full queue
-
-
-class ScalarEncoder:
-    """Serializes scalar `Event`s by hand: the same bytes as protobuf, in half the writer thread's time.
-
-    Scalars are most of what a training loop logs; building three protobuf objects per scalar was most of the
-    writer thread's CPU, taken under the GIL from the training loop. Each tag's encoded prefix is cached.
-    """
-
-    _MAX_TAGS = 10_000  # a run that invents a tag per step must not grow the cache without bound
-
-    def __init__(self) -> None:
-        self._tails: dict[str, bytes] = {}
-
-    def encode(self, tag: str, value: float, step: int | None, walltime: float) -> bytes:
-        tail = self._tails.get(tag)
-        if tail is None:
-            tail = self._tail(tag)
-        try:
-            value_bytes = _FLOAT.pack(value)
-        except OverflowError:  # beyond float32: protobuf stores an infinity, and so do we
-            value_bytes = _FLOAT.pack(math.copysign(math.inf, value))
-        # Event: field 1 wall_time (double), field 2 step (int64, omitted when 0 as proto3 does), field 5 summary
-        head = _WALL.pack(0x09, walltime) if walltime else b""
-        if step:
-            head += b"\x10" + _varint(step & 0xFFFFFFFFFFFFFFFF)
-        return head + tail + value_bytes
-
-    def _tail(self, tag: str) -> bytes:
-        """Everything from the Event's summary field to the float: constant for a tag, so computed once."""
-        if len(self._tails) >= self._MAX_TAGS:
-            self._tails.clear()
-        name = _clean_tag(tag).encode()
-        value_head = b"\x0a" + _varint(len(name)) + name + b"\x15"  # Summary.Value: tag, then simple_value
-        value_size = len(value_head) + _FLOAT.size
-        summary_head = b"\x0a" + _varint(value_size)  # Summary: field 1, value
-        summary_size = len(summary_head) + value_size
-        tail = self._tails[tag] = b"\x2a" + _varint(summary_size) + summary_head + value_head
-        return tail
-
-
-def _varint(number: int) -> bytes:
-    if number < 0x80:
-        return bytes((number,))
-    out = bytearray()
-    while number >= 0x80:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
 
 
 class _FlushRequest:
@@ -137,11 +79,13 @@ class _RunFile:
             return
         if self.fd is None:
             self.open()
+        fd = self.fd
+        assert fd is not None
         data = memoryview(b"".join(self.pending))
         self.pending.clear()
         while data:
             try:
-                written = _os_write(self.fd, data)
+                written = _os_write(fd, data)
             except OSError:
                 self.pending.append(bytes(data))  # kept for the next attempt: nothing logged is dropped
                 raise
@@ -156,7 +100,7 @@ class _RunFile:
         self.fd = None
 
 
-class EventWriter:
+class EventQueue:
     """One writer thread for all the run folders of a `SummaryWriter` (its own and the `add_scalars` sub-runs).
 
     Args:
@@ -165,7 +109,8 @@ class EventWriter:
         filename_suffix: appended to each event file name, as in tensorboardX.
     """
 
-    def __init__(self, logdir: str, *, max_queue: int = DEFAULT_MAX_QUEUE, filename_suffix: str = "") -> None:
+    def __init__(self, logdir: str | os.PathLike[str], *, max_queue: int = QUEUE_SIZE,
+                 filename_suffix: str = "") -> None:
         self.logdir = Path(logdir)
         self.max_queue = max(1, max_queue)
         self._suffix = filename_suffix
@@ -175,11 +120,10 @@ class EventWriter:
         main.open()
         main.write_pending()
         self._start()
-        _live_writers.add(self)
+        _live_queues.add(self)
 
     def _reset(self) -> None:
-        # Public to HFSummaryWriter.add_scalar, which appends to it directly: the cheapest hand-off Python has.
-        self.queue: deque[tuple[Any, ...]] = deque()
+        self._queue: deque[tuple[Any, ...]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._runs: dict[str, _RunFile] = {}
         self._scalars = ScalarEncoder()
@@ -200,27 +144,46 @@ class EventWriter:
 
     # Logging threads -------------------------------------------------------------------------------------------------
 
-    def put(self, item: tuple[Any, ...]) -> None:
-        """Queue one item for the writer thread; blocks while `max_queue` items are already waiting."""
+    def put_scalar(self, run: str, tag: str, value: float, step: int | None, walltime: float) -> None:
+        """Queue one scalar, already checked by the caller; blocks while `max_queue` items are waiting.
+
+        Args:
+            run: the run folder, relative to the logdir ("" for the logdir itself).
+            tag: the tag as given; cleaned the way tensorboardX does when encoded.
+            value: the value, a Python float.
+            step: the step, an int in int64's range, or None for none.
+            walltime: seconds since the epoch.
+
+        Raises:
+            ValueError: the queue is closed.
+        """
         if self._closed:
             raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
-        self.queue.append(item)
-        if len(self.queue) >= self.max_queue:
-            self.wait_for_room()
+        queue = self._queue
+        queue.append((_SCALAR, run, tag, value, step, walltime))
+        if len(queue) >= self.max_queue:
+            self._wait_for_room()
 
-    def wait_for_room(self) -> None:
+    def put_event(self, run: str, event: Event) -> None:
+        """Queue one `Event` for a run folder; blocks while `max_queue` items are waiting.
+
+        Raises:
+            ValueError: the queue is closed.
+        """
+        if self._closed:
+            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
+        queue = self._queue
+        queue.append((_EVENT, run, event))
+        if len(queue) >= self.max_queue:
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
         """Backpressure: block until the writer thread has taken the queue below `max_queue`."""
-        queue = self.queue
+        queue = self._queue
         with self._cond:
             self._cond.notify_all()
             while len(queue) >= self.max_queue and self._thread.is_alive():
                 self._cond.wait(_WAKE_INTERVAL)
-
-    def add_scalar(self, run: str, tag: str, value: float, step: int | None, walltime: float) -> None:
-        self.put((SCALAR, run, tag, value, step, walltime))
-
-    def add_event(self, run: str, event: Event) -> None:
-        self.put((_EVENT, run, event))
 
     def flush(self, roll_size: int | None = None, timeout: float | None = None) -> bool:
         """Write everything queued so far to disk and return once it is there.
@@ -239,7 +202,7 @@ class EventWriter:
         if not self._thread.is_alive():
             return self._closed
         request = _FlushRequest(roll_size)
-        self.queue.append((_FLUSH, request))
+        self._queue.append((_FLUSH, request))
         with self._cond:
             self._cond.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -268,7 +231,7 @@ class EventWriter:
                 except OSError as e:
                     logger.error("Could not close event file %s: %s", run.path, e)
 
-    def current_files(self) -> list[Path]:
+    def open_files(self) -> list[Path]:
         """The event files still open for appending; every other event file of this writer is final."""
         return [run.path for run in list(self._runs.values()) if run.fd is not None and run.path is not None]
 
@@ -279,12 +242,12 @@ class EventWriter:
     @property
     def pending(self) -> int:
         """Items queued and not yet written."""
-        return len(self.queue)
+        return len(self._queue)
 
     # Writer thread ---------------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        queue = self.queue
+        queue = self._queue
         while True:
             with self._cond:
                 if not queue and not self._closed:
@@ -300,7 +263,7 @@ class EventWriter:
         for count in range(1, len(queue) + 1):
             item = popleft()
             try:
-                if item[0] == SCALAR:  # most items: handled inline, this loop is the writer thread's hot path
+                if item[0] == _SCALAR:  # most items: handled inline, this loop is the writer thread's hot path
                     _, run, tag, value, step, walltime = item
                     file = runs.get(run) or self._run_file(run)
                     file.pending.append(frame_record(encode(tag, value, step, walltime)))
@@ -355,48 +318,11 @@ class EventWriter:
         request.done.set()
 
 
-class RunFileWriter(FileWriter):
-    """tensorboardX's `FileWriter` interface for one run folder, backed by the shared `EventWriter`.
-
-    Inheriting keeps `add_summary`, `add_graph` and `use_metadata` exactly as tensorboardX has them; only the
-    final hand-off (`event_writer.add_event`) changes.
-    """
-
-    def __init__(self, writer: EventWriter, logdir: str, run: str) -> None:
-        # tensorboardX's __init__ would start its own queue, thread and event file: not called on purpose.
-        self.event_writer = _RunSink(writer, logdir, run)
-        self._default_metadata = {}
-
-
-class _RunSink:
-    """What `FileWriter` calls its `event_writer`: routes events of one run into the shared queue."""
-
-    def __init__(self, writer: EventWriter, logdir: str, run: str) -> None:
-        self._writer = writer
-        self._logdir = logdir
-        self._run = run
-
-    def get_logdir(self) -> str:
-        return self._logdir
-
-    def add_event(self, event: Event) -> None:
-        self._writer.add_event(self._run, event)
-
-    def flush(self) -> None:
-        self._writer.flush()
-
-    def close(self) -> None:
-        self._writer.flush()
-
-    def reopen(self) -> None:
-        """Nothing to do: the shared writer reopens files as events arrive."""
-
-
-_live_writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
+_live_queues: weakref.WeakSet[EventQueue] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for writer in list(_live_writers):
+    for writer in list(_live_queues):
         if not writer._closed:
             writer._after_fork_in_child()
 

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .event_files import is_event_file, scan_records
-from .upload_state import STATE_DIR, FileRecord
+from ..events.records import is_event_file, scan_records
+from .state import STATE_DIR, FileRecord
 
 
 @dataclass

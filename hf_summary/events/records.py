@@ -11,7 +11,6 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from crc32c import crc32c
 
@@ -151,8 +150,3 @@ class EventFileNamer:
                 return name
             seq += 1
 
-
-def newest_event_file(folder: Path) -> Path | None:
-    """The event file of `folder` that a writer may still append to: the last one in name order."""
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and is_event_file(p.name))
-    return folder / names[-1] if names else None

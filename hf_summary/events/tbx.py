@@ -1,0 +1,138 @@
+"""The one adapter for tensorboardX internals: every private name of tensorboardX that hf_summary uses is here.
+
+`LocalSummaryWriter` keeps tensorboardX's whole `add_*` API by subclassing its `SummaryWriter`, and replaces only how
+events reach the disk. That needs a few of tensorboardX's private attributes (`_get_file_writer`, `all_writers`,
+`_write_to_disk`, `_filename_suffix`, a `FileWriter` whose `__init__` is skipped, `_clean_tag`); they are read and
+written here, under names that say what they are, and the installed version is checked at import so that a
+tensorboardX that changed them fails loudly instead of writing wrong files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import tensorboardX
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.summary import _clean_tag, hparams
+from tensorboardX.writer import FileWriter
+
+if TYPE_CHECKING:
+    from .queue import EventQueue
+
+__all__ = ["Event", "RunFileWriter", "SummaryWriterBase", "clean_tag", "file_writer", "hparams"]
+
+# The releases the test suite ran with; setup.cfg bounds the dependency to them.
+TESTED_MAJOR, TESTED_MINOR = 2, 6
+
+
+def _check_version(version: str) -> None:
+    try:
+        major, minor = (int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return  # a development build: nothing to compare
+    if (major, minor) != (TESTED_MAJOR, TESTED_MINOR):
+        raise ImportError(
+            f"hf_summary works with tensorboardX {TESTED_MAJOR}.{TESTED_MINOR}.x and found {version}, whose internals "
+            f"it was not tested with. Install a tested release: pip install 'tensorboardX>={TESTED_MAJOR}."
+            f"{TESTED_MINOR},<{TESTED_MAJOR}.{TESTED_MINOR + 1}'"
+        )
+
+
+_check_version(tensorboardX.__version__)
+
+
+def clean_tag(tag: str) -> str:
+    """The tag as tensorboardX stores it (characters TensorBoard does not allow replaced)."""
+    return _clean_tag(tag)
+
+
+def file_writer(writer: tensorboardX.SummaryWriter) -> FileWriter:
+    """The `FileWriter` of a writer's own run folder, opened if needed (what `add_*` calls write through)."""
+    return writer._get_file_writer()
+
+
+class SummaryWriterBase(tensorboardX.SummaryWriter):
+    """tensorboardX's `SummaryWriter`, with the file writers it makes chosen by `_open_file_writer()`.
+
+    Subclasses implement `_open_file_writer()` and `_sub_run_writer()`; what tensorboardX does around them (the purge
+    events, the table of writers that `flush()` and `close()` walk) stays tensorboardX's.
+    """
+
+    file_writer: Any
+    all_writers: dict[str, Any] | None
+
+    def _open_file_writer(self) -> FileWriter:
+        raise NotImplementedError
+
+    def _get_file_writer(self) -> Any:
+        if not self._write_to_disk:
+            return super()._get_file_writer()
+        if self.all_writers is None or self.file_writer is None:
+            self.file_writer = self._open_file_writer()
+            if self.purge_step is not None:
+                self.file_writer.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
+                self.file_writer.add_event(
+                    Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START)))
+            self.all_writers = {self.logdir: self.file_writer}
+        return self.file_writer
+
+    @property
+    def writes_to_disk(self) -> bool:
+        """False for tensorboardX's `write_to_disk=False` (the writer then writes nothing)."""
+        return bool(self._write_to_disk)
+
+    @property
+    def filename_suffix(self) -> str:
+        return self._filename_suffix or ""
+
+    @property
+    def uses_default_metadata(self) -> bool:
+        """Whether a `use_metadata(...)` block is active: its step and walltime apply to every `add_*` call."""
+        writer = self.file_writer
+        return writer is not None and bool(writer._default_metadata)
+
+    def _has_sub_run(self, path: str) -> bool:
+        return self.all_writers is not None and path in self.all_writers
+
+    def _add_sub_run(self, path: str, writer: FileWriter) -> None:
+        """Record the writer of an `add_scalars` sub-run folder, so that `flush()` and `close()` reach it."""
+        assert self.all_writers is not None, "the writer's own file writer is opened first"
+        self.all_writers[path] = writer
+
+
+class RunFileWriter(FileWriter):
+    """tensorboardX's `FileWriter` interface for one run folder, backed by the shared `EventQueue`.
+
+    Inheriting keeps `add_summary`, `add_graph` and `use_metadata` exactly as tensorboardX has them; only the
+    event sink differs.
+    """
+
+    def __init__(self, queue: EventQueue, logdir: str | os.PathLike[str], run: str) -> None:
+        # tensorboardX's __init__ would start its own queue, thread and event file: not called on purpose.
+        self.event_writer = _RunSink(queue, str(logdir), run)
+        self._default_metadata: dict[str, Any] = {}
+
+
+class _RunSink:
+    """What `FileWriter` calls its `event_writer`: routes the events of one run into the shared queue."""
+
+    def __init__(self, queue: EventQueue, logdir: str, run: str) -> None:
+        self._queue = queue
+        self._logdir = logdir
+        self._run = run
+
+    def get_logdir(self) -> str:
+        return self._logdir
+
+    def add_event(self, event: Event) -> None:
+        self._queue.put_event(self._run, event)
+
+    def flush(self) -> None:
+        self._queue.flush()
+
+    def close(self) -> None:
+        self._queue.flush()
+
+    def reopen(self) -> None:
+        """Nothing to do: the shared queue reopens files as events arrive."""

@@ -1,0 +1,102 @@
+"""One logdir bound for one repo folder: what to send from it, and recording what was sent.
+
+A commit is planned, made and recorded under the logdir's upload lock, so that two processes uploading one logdir
+never commit the same bytes twice; the committer (committer.py) puts the logdirs of several writers in one commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .plan import PlannedFile, UploadPlanner, clear_snapshots, snapshot
+from .spec import UploadSpec
+from .state import STATE_DIR, FileRecord, UploadState, target_key
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo, CommitOperationAdd
+
+
+class Uploader:
+    """Uploads one logdir into one repo folder, resumably.
+
+    Args:
+        logdir: the folder to upload.
+        spec: where it goes, and which of its files.
+        open_files: returns the event files a writer of this process may still append to.
+    """
+
+    def __init__(self, logdir: Path, spec: UploadSpec, *, open_files: Callable[[], list[Path]] = list) -> None:
+        self.logdir = logdir
+        self.spec = spec
+        self.path_in_repo = spec.folder_for(logdir)
+        allow = list(spec.allow_patterns) if spec.allow_patterns is not None else None
+        self.planner = UploadPlanner(logdir, allow, default_ignore_patterns(spec.ignore_patterns))
+        self._open_files = open_files
+
+    def state(self) -> UploadState:
+        s = self.spec
+        return UploadState(self.logdir, target_key(s.repo_type, s.repo_id, s.revision, self.path_in_repo))
+
+    def pending(self) -> list[PlannedFile]:
+        """Files whose valid content is not on the Hub yet, according to the upload state."""
+        return self.planner.plan(self.state().load(), self._open_files())
+
+    def begin(self, stack: ExitStack, lock_timeout: float = -1) -> Batch | None:
+        """Lock the logdir's upload state (until `stack` closes) and plan its part of a commit; None if nothing changed.
+
+        Raises:
+            filelock.Timeout: another process held the lock for `lock_timeout` seconds.
+        """
+        state = self.state()
+        stack.enter_context(state.lock(lock_timeout))
+        committed = state.load()  # read inside the lock: another process may have committed since we last looked
+        planned = self.planner.plan(committed, self._open_files())
+        if not planned:
+            return None
+        snapshots = state.folder / "snapshots"
+        stack.callback(clear_snapshots, snapshots)
+        return Batch(state, committed, planned, self._operations(planned, snapshots))
+
+    def _operations(self, planned: list[PlannedFile], snapshots: Path) -> list[CommitOperationAdd]:
+        from huggingface_hub import CommitOperationAdd
+
+        return [
+            CommitOperationAdd(
+                path_in_repo=f"{self.path_in_repo}/{file.relpath}",
+                path_or_fileobj=str(file.local_path if file.final else snapshot(file, snapshots)),
+            )
+            for file in planned
+        ]
+
+
+class Batch:
+    """One logdir's part of a commit: what is sent, and how to record it once the commit is made."""
+
+    def __init__(self, state: UploadState, committed: dict[str, FileRecord], planned: list[PlannedFile],
+                 operations: list[CommitOperationAdd]) -> None:
+        self.state = state
+        self.committed = committed
+        self.planned = planned
+        self.operations = operations
+
+    @property
+    def size(self) -> int:
+        return sum(file.size for file in self.planned)
+
+    def record(self, info: CommitInfo) -> None:
+        """Save in the upload state that the commit `info` holds these files."""
+        for file, operation in zip(self.planned, self.operations, strict=True):
+            sha = operation.upload_info.sha256.hex() if operation.upload_info.is_hashed else ""
+            self.committed[file.relpath] = FileRecord(file.size, sha, info.oid, file.mtime_ns)
+        self.state.save(self.committed)
+
+
+def default_ignore_patterns(extra: tuple[str, ...] | list[str] | str | None) -> list[str]:
+    """The user's ignore patterns plus huggingface_hub's defaults and our state folder."""
+    from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS
+
+    user = [extra] if isinstance(extra, str) else list(extra or [])
+    return [*user, *DEFAULT_IGNORE_PATTERNS, STATE_DIR, f"{STATE_DIR}/*", "*.tmp", "*.lock"]

@@ -1,0 +1,191 @@
+"""The committer's schedule, driven by a fake clock and a fake Hub client: no server, no real sleeps."""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hf_summary.events.records import frame_record
+from hf_summary.upload.committer import Committer, CommitterStopped
+from hf_summary.upload.hub import RepoTarget
+from hf_summary.upload.retry import RetriesExhausted, RetryPolicy
+from hf_summary.upload.spec import UploadSpec
+from hf_summary.upload.uploader import Uploader
+
+
+class FakeClock:
+    """A monotonic clock that a wait moves forward instead of sleeping; it records every wait."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        if event.is_set():
+            return True
+        self.waits.append(timeout)
+        self.now += timeout
+        return event.is_set()
+
+
+@dataclass
+class _Info:
+    oid: str
+
+
+class _Response:
+    def __init__(self, status_code: int, headers: dict[str, str]) -> None:
+        self.status_code = status_code
+        self.headers = headers
+
+
+class HubError(Exception):
+    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.response = _Response(status, headers or {})
+
+
+@dataclass
+class FakeClient:
+    """Stands in for `HubClient`: counts commits, and fails the next ones with the errors in `failures`."""
+
+    target: RepoTarget = field(default_factory=lambda: RepoTarget("me/run"))
+    repo_ready: bool = False
+    failures: list[BaseException] = field(default_factory=list)
+    commits: list[list[str]] = field(default_factory=list)
+
+    def ensure_repo(self) -> str:
+        self.repo_ready = True
+        return self.target.repo_id
+
+    def commit(self, operations: list, message: str) -> _Info:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.commits.append([op.path_in_repo for op in operations])
+        return _Info(f"commit{len(self.commits)}")
+
+    def squash(self) -> None:
+        raise AssertionError("not asked for")
+
+
+def _log(logdir: Path, n: int) -> None:
+    """Append `n` records to the logdir's event file, as a writer would."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    with open(logdir / "events.out.tfevents.1700000000.host.1.000", "ab") as f:
+        for i in range(n):
+            f.write(frame_record(f"record {i}".encode()))
+
+
+def _committer(tmp_path: Path, client: FakeClient, clock: FakeClock, *, every: float = 1.0,
+               policy: RetryPolicy | None = None) -> tuple[Committer, Path]:
+    logdir = tmp_path / "run"
+    _log(logdir, 3)
+    committer = Committer(client, every=every, clock=clock, wait=clock.wait,  # type: ignore[arg-type]
+                          retry=policy or RetryPolicy(attempts=3, base=1.0, cap=8.0, rng=random.Random(0)))
+    committer.join(Uploader(logdir, UploadSpec("me/run")), every=every)
+    assert committer.run_once() and clock.waits == [] and client.commits == []  # the join's wake-up: a re-plan
+    return committer, logdir
+
+
+def test_pushes_every_interval_and_only_what_changed(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, logdir = _committer(tmp_path, client, clock, every=2.0)
+    assert committer.run_once()
+    assert clock.waits == [120.0] and len(client.commits) == 1
+    assert committer.run_once()  # nothing new: no commit, and the next wait is a whole interval again
+    assert clock.waits == [120.0, 120.0] and len(client.commits) == 1
+    assert committer.last_future is not None and committer.last_future.result() is None
+    _log(logdir, 1)
+    committer.run_once()
+    assert len(client.commits) == 2
+
+
+def test_triggers_before_a_push_share_it(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock)
+    futures = [committer.trigger() for _ in range(5)]
+    assert len({id(f) for f in futures}) == 1
+    committer.run_once()
+    assert clock.waits == []  # a trigger pushes at once
+    assert futures[0].result().oid == "commit1" and len(client.commits) == 1
+    assert committer.trigger() is not futures[0]  # a trigger after the push asks for a new one
+
+
+def test_failed_push_retries_inside_then_backs_off_below_the_interval(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    policy = RetryPolicy(attempts=3, base=1.0, cap=8.0, rng=random.Random(0))
+    committer, _ = _committer(tmp_path, client, clock, every=10.0, policy=policy)
+    client.failures = [HubError(503) for _ in range(3)]  # every attempt of the first push fails
+    future = committer.trigger()
+    committer.run_once()
+    with pytest.raises(HubError):
+        future.result()
+    assert len(clock.waits) == 2 and all(0.5 <= w <= 8.0 for w in clock.waits)  # two retries, jittered
+    clock.waits.clear()
+    committer.run_once()  # the next push comes after the policy's delay, not after the 600 s interval
+    assert clock.waits == [policy.next_push_delay(1, 600.0)] == [8.0]
+    assert len(client.commits) == 1
+    clock.waits.clear()
+    committer.run_once()  # success resets the schedule to the interval
+    assert clock.waits == [pytest.approx(600.0)]
+
+
+def test_retry_after_is_honoured_between_pushes(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock, every=10.0,
+                              policy=RetryPolicy(attempts=1, base=1.0, cap=8.0))
+    client.failures = [HubError(429, {"Retry-After": "42"})]
+    committer.run_once()
+    clock.waits.clear()
+    committer.run_once()
+    assert clock.waits == [42.0] and len(client.commits) == 1
+
+
+def test_a_permanent_error_is_not_retried(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock)
+    client.failures = [HubError(400)]
+    future = committer.trigger()
+    committer.run_once()
+    assert isinstance(future.exception(), HubError) and clock.waits == []
+
+
+def test_a_push_stops_retrying_at_its_deadline(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock)
+    client.failures = [HubError(503) for _ in range(3)]
+    future = committer.trigger(deadline=clock() + 0.1)  # no time for even one retry
+    committer.trigger(deadline=None)  # a trigger without a deadline shares the push and keeps the earliest
+    committer.run_once()
+    assert isinstance(future.exception(), RetriesExhausted) and clock.waits == []
+
+
+def test_a_member_asking_for_a_shorter_interval_shortens_the_wait(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock, every=10.0)
+    other = tmp_path / "other"
+    _log(other, 1)
+    committer.join(Uploader(other, UploadSpec("me/run")), every=1.0)
+    assert committer.every == 1.0
+    committer.run_once()  # the join woke the thread to re-plan: no push, no wait
+    assert clock.waits == [] and client.commits == []
+    committer.run_once()
+    assert clock.waits == [60.0] and len(client.commits) == 1 and len(client.commits[0]) == 2
+
+
+def test_stop_ends_the_real_thread_and_refuses_new_pushes(tmp_path: Path) -> None:
+    client = FakeClient()
+    committer = Committer(client, every=60.0).start()  # type: ignore[arg-type]
+    assert committer.connected.result(timeout=30) == "me/run"
+    assert committer.alive
+    committer.stop(timeout=30)
+    assert not committer.alive and committer.stopped
+    assert isinstance(committer.trigger().exception(timeout=1), CommitterStopped)
+    assert committer.run_once() is False

@@ -17,7 +17,7 @@ from typing import Any
 
 from .defaults import QUEUE_SIZE
 from .events.queue import EventQueue
-from .events.tbx import Event, RunFileWriter, SummaryWriterBase
+from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer
 
 # The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
@@ -77,7 +77,7 @@ class LocalSummaryWriter(SummaryWriterBase):
         """
         events = self._events
         if (events is None or events.closed or display_name or summary_description or self._comet_on
-                or self.uses_default_metadata):
+                or self.metadata_override):
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
         if type(tag) is not str:
@@ -103,7 +103,7 @@ class LocalSummaryWriter(SummaryWriterBase):
             return
         walltime = _as_walltime(walltime)
         step = _as_step(global_step)
-        self._get_file_writer()
+        file_writer(self)  # opens the event queue if needed
         events = self._events
         assert events is not None
         for tag, value in tag_scalar_dict.items():

@@ -87,7 +87,7 @@ class SummaryWriterBase(tensorboardX.SummaryWriter):
         return self._filename_suffix or ""
 
     @property
-    def uses_default_metadata(self) -> bool:
+    def metadata_override(self) -> bool:
         """Whether a `use_metadata(...)` block is active: its step and walltime apply to every `add_*` call."""
         writer = self.file_writer
         return writer is not None and bool(writer._default_metadata)

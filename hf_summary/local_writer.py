@@ -17,7 +17,7 @@ from typing import Any
 
 from .defaults import QUEUE_SIZE
 from .events.queue import EventQueue
-from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer
+from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, scalar_value
 
 # The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
@@ -75,16 +75,18 @@ class LocalSummaryWriter(SummaryWriterBase):
 
         This is the hot path of a training loop: checks are ordered cheapest first, and the hand-off is one append.
         """
+        if type(tag) is not str and tag is not None and not isinstance(tag, str):
+            # tensorboardX refuses it too (TypeError), with a message about regular expressions.
+            raise TypeError(f"add_scalar expects a string tag, got {type(tag).__name__}: {_short_repr(tag)}.")
         events = self._events
         if (events is None or events.closed or display_name or summary_description or self._comet_on
-                or self.metadata_override):
+                or self.metadata_override or type(tag) is not str):
+            # Everything off the fast path is tensorboardX's own code: its conversions, its errors.
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
-        if type(tag) is not str:
-            raise TypeError(f"add_scalar expects a string tag, got {type(tag).__name__}: {tag!r}.")
+        value = scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value)
         events.put_scalar(
-            "", tag,
-            scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value),
+            "", tag, value,
             global_step if type(global_step) is int and _MIN_STEP <= global_step <= _MAX_STEP
             else _as_step(global_step),
             time.time() if walltime is None else walltime if type(walltime) is float else _as_walltime(walltime),
@@ -98,21 +100,24 @@ class LocalSummaryWriter(SummaryWriterBase):
         walltime: float | None = None,
     ) -> None:
         """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does."""
-        if not self.writes_to_disk or self._comet_on:
+        if self.writes_to_disk and not self._comet_on:
+            file_writer(self)  # opens the event queue if needed
+        events = self._events
+        if events is None or events.closed or self._comet_on:
             super().add_scalars(main_tag, tag_scalar_dict, global_step, walltime)
             return
-        walltime = _as_walltime(walltime)
+        walltime = time.time() if walltime is None else walltime  # kept as given for scalar_dict, as tensorboardX
+        event_walltime = _as_walltime(walltime)
         step = _as_step(global_step)
-        file_writer(self)  # opens the event queue if needed
-        events = self._events
-        assert events is not None
         for tag, value in tag_scalar_dict.items():
             run = os.path.join(main_tag, tag)
             fw_tag = os.path.join(str(self.logdir), run)
             if not self._has_sub_run(fw_tag):
+                # Created now, as tensorboardX does: a name the file system refuses fails here, not in the thread.
+                os.makedirs(fw_tag, exist_ok=True)
                 self._add_sub_run(fw_tag, RunFileWriter(events, fw_tag, run))
             number = _as_float(main_tag, value)
-            events.put_scalar(run, main_tag, number, step, walltime)
+            events.put_scalar(run, main_tag, number, step, event_walltime)
             self.scalar_dict.setdefault(fw_tag, []).append([walltime, global_step, number])
 
     def flush(self) -> None:
@@ -134,18 +139,47 @@ class LocalSummaryWriter(SummaryWriterBase):
         return events.open_files() if events is not None and not events.closed else []
 
 
-def _as_float(tag: str, value: Any) -> float:
-    """A scalar as a Python float; tensors and arrays become numbers here, on the caller's thread."""
-    if type(value) is float:
-        return value
-    if isinstance(value, str | bytes):
-        raise TypeError(f"add_scalar('{tag}') expects a number, got the string {value!r}.")
+def _fast_float(value: Any) -> float | None:
+    """A number, numpy scalar or one-element tensor/array as a float; None for what tensorboardX must convert.
+
+    The types a training loop logs are converted here; anything else goes through tensorboardX's own conversion, so
+    that what it accepts, refuses and stores stays exactly its own.
+    """
+    kind = type(value)
+    if kind is int:
+        return float(value) if _MIN_STEP <= value <= _MAX_STEP else None
+    if kind is float or kind is bool:
+        return float(value)
+    item = getattr(value, "item", None)
+    if item is None or isinstance(value, str | bytes):
+        return None
     try:
-        return float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(
-            f"add_scalar('{tag}') expects a number or a one-element tensor/array, got {type(value).__name__}: {error}"
-        ) from None
+        number = item()
+    except Exception:  # more than one element, or not a number: tensorboardX says why
+        return None
+    return float(number) if type(number) in (float, int, bool) else None
+
+
+def _as_float(tag: str, value: Any) -> float:
+    """`value` as the float tensorboardX stores; what it refuses is refused with its exception type, and a message."""
+    number = _fast_float(value)
+    if number is not None:
+        return number
+    try:
+        return scalar_value(value)
+    except Exception as error:
+        message = (f"add_scalar({tag!r}) expects a number or a one-element tensor/array, got "
+                   f"{type(value).__name__} {_short_repr(value)} ({error or type(error).__name__})")
+        try:
+            clear = type(error)(message)
+        except Exception:  # an exception type that needs more than a message: raise it as tensorboardX did
+            raise error from None
+        raise clear from None
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _as_step(step: Any) -> int | None:

@@ -66,6 +66,9 @@ def validate_arguments(
         raise ValueError(f"commit_every must be a positive number of minutes (e.g. 5), got {commit_every!r}.")
     if repo_type is not None:
         validate_repo_type(repo_type)
+    if "://" in str(logdir):
+        raise ValueError(f"logdir {str(logdir)!r} is a remote store; the writer uploads from a local folder: pass a "
+                         "local logdir (LocalSummaryWriter and tensorboardX write to s3:// and gs://).")
     if os.path.isfile(logdir):
         raise ValueError(f"logdir {str(logdir)!r} is a file; pass a folder (it is created if missing).")
     validate_path_in_repo(path_in_repo)

@@ -172,7 +172,7 @@ def test_non_numeric_scalar_fails_at_the_call(hub: LocalHub, repo_id: str, logdi
     with _writer(repo_id, logdir) as writer:
         with pytest.raises(TypeError, match="expects a number"):
             writer.add_scalar("bad", "not a number", 0)
-        with pytest.raises(TypeError, match="one-element"):
+        with pytest.raises(AssertionError, match="one-element"):  # tensorboardX's type for a non-scalar array
             writer.add_scalar("bad", np.arange(3.0), 0)
         writer.add_scalar("good", np.float32(1.5), 1)
     assert scalars(logdir, "good") == [(1, 1.5)]

@@ -128,6 +128,7 @@ class EventQueue:
         self._runs: dict[str, _RunFile] = {}
         self._scalars = ScalarEncoder()
         self._closed = False
+        self._synchronous = False
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hf_summary-event-writer", daemon=True)
@@ -135,12 +136,14 @@ class EventQueue:
 
     def _after_fork_in_child(self) -> None:
         # The parent's queued events are the parent's to write, and its files stay its own: the child starts with
-        # a new queue, new files (named with its own pid) and a new thread.
+        # a new queue and new files (named with its own pid). It writes each event at the call: a forked worker
+        # often ends with os._exit, which no writer thread would outlive.
         for run in self._runs.values():
             if run.fd is not None:
                 os.close(run.fd)
         self._reset()
-        self._start()
+        self._synchronous = True
+        self.max_queue = 1  # every put then reaches _wait_for_room, which writes it
 
     # Logging threads -------------------------------------------------------------------------------------------------
 
@@ -180,6 +183,9 @@ class EventQueue:
     def _wait_for_room(self) -> None:
         """Backpressure: block until the writer thread has taken the queue below `max_queue`."""
         queue = self._queue
+        if self._synchronous:
+            self._write_batch(queue)
+            return
         with self._cond:
             self._cond.notify_all()
             while len(queue) >= self.max_queue and self._thread.is_alive():
@@ -199,10 +205,14 @@ class EventQueue:
         Raises:
             OSError: the disk refused the data (full, read-only); the data stays queued for the next flush.
         """
-        if not self._thread.is_alive():
-            return self._closed
         request = _FlushRequest(roll_size)
-        self._queue.append((_FLUSH, request))
+        if self._synchronous:
+            self._queue.append((_FLUSH, request))
+            self._write_batch(self._queue)
+        elif not self._thread.is_alive():
+            return self._closed
+        else:
+            self._queue.append((_FLUSH, request))
         with self._cond:
             self._cond.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -294,14 +304,15 @@ class EventQueue:
             file = self._runs[run] = _RunFile(self.logdir / run, EventFileNamer(self._suffix))
         return file
 
-    def _write_files(self) -> OSError | None:
+    def _write_files(self) -> Exception | None:
         error = None
         for run in self._runs.values():
             try:
                 run.write_pending()
-            except OSError as e:
+            except Exception as e:  # one run folder that cannot be written must not stop the others, or the thread
                 error = e
-                logger.error("Could not write event file %s (the events stay queued in memory): %s", run.path, e)
+                logger.error("Could not write event file %s (the events stay queued in memory): %s",
+                             run.path or run.folder, e)
         return error
 
     def _complete_flush(self, request: _FlushRequest) -> None:

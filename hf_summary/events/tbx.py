@@ -16,11 +16,13 @@ import tensorboardX
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.summary import _clean_tag, hparams
 from tensorboardX.writer import FileWriter
+from tensorboardX.x2num import make_np
 
 if TYPE_CHECKING:
     from .queue import EventQueue
 
-__all__ = ["Event", "RunFileWriter", "SummaryWriterBase", "clean_tag", "file_writer", "hparams"]
+__all__ = ["Event", "RunFileWriter", "SummaryWriterBase", "clean_tag", "file_writer", "hparams", "is_remote",
+           "scalar_value"]
 
 # The releases the test suite ran with; setup.cfg bounds the dependency to them.
 TESTED_MAJOR, TESTED_MINOR = 2, 6
@@ -47,6 +49,18 @@ def clean_tag(tag: str) -> str:
     return _clean_tag(tag)
 
 
+def scalar_value(value: Any) -> float:
+    """A value as tensorboardX's `add_scalar` converts it, raising what it raises for what it refuses."""
+    array = make_np(value)
+    assert array.squeeze().ndim == 0, "scalar should be 0D"
+    return float(array.squeeze())
+
+
+def is_remote(logdir: str | os.PathLike[str]) -> bool:
+    """Whether tensorboardX writes this logdir to a remote store (`s3://`, `gs://`) rather than a local folder."""
+    return "://" in str(logdir)
+
+
 def file_writer(writer: tensorboardX.SummaryWriter) -> FileWriter:
     """The `FileWriter` of a writer's own run folder, opened if needed (what `add_*` calls write through)."""
     return writer._get_file_writer()
@@ -66,7 +80,7 @@ class SummaryWriterBase(tensorboardX.SummaryWriter):
         raise NotImplementedError
 
     def _get_file_writer(self) -> Any:
-        if not self._write_to_disk:
+        if not self._write_to_disk or is_remote(self.logdir):  # remote stores: tensorboardX's own writers
             return super()._get_file_writer()
         if self.all_writers is None or self.file_writer is None:
             self.file_writer = self._open_file_writer()

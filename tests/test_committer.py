@@ -189,3 +189,16 @@ def test_stop_ends_the_real_thread_and_refuses_new_pushes(tmp_path: Path) -> Non
     assert not committer.alive and committer.stopped
     assert isinstance(committer.trigger().exception(timeout=1), CommitterStopped)
     assert committer.run_once() is False
+
+
+def test_next_push_resolves_with_the_scheduled_push(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock)
+    future = committer.next_push()
+    assert committer.next_push() is future and not future.done()
+    committer.run_once()  # the interval's push, nobody triggered it
+    assert clock.waits == [60.0] and future.result().oid == "commit1"
+    later = committer.next_push()
+    assert committer.trigger() is later  # a trigger takes the Future already handed out
+    committer.stop()
+    assert later.result() is None

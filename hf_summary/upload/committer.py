@@ -104,6 +104,7 @@ class Committer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._request: _Request | None = None
+        self._next: Future | None = None  # handed out by next_push() before any push was asked for
         self._failures = 0
         self._last_error: BaseException | None = None
         self._last_push = clock()
@@ -173,7 +174,7 @@ class Committer:
                 future.set_exception(CommitterStopped("The committer is stopped; use `hf-summary sync` to push."))
                 return future
             if self._request is None:
-                self._request = _Request(deadline=deadline)
+                self._request = _Request(self._take_next(), deadline)
             elif deadline is not None:
                 current = self._request.deadline
                 self._request.deadline = deadline if current is None else min(current, deadline)
@@ -181,15 +182,36 @@ class Committer:
         self._wake.set()
         return future
 
+    def next_push(self) -> Future:
+        """The Future of the next push, scheduled or triggered, without asking for one.
+
+        Example:
+            ```py
+            >>> writer.scheduler.next_push().result(timeout=600)   # wait for the interval's push
+            ```
+        """
+        with self._lock:
+            if self._request is not None:
+                return self._request.future
+            if self._next is None:
+                self._next = Future()
+            return self._next
+
+    def _take_next(self) -> Future:
+        future, self._next = self._next or Future(), None
+        return future
+
     def stop(self, timeout: float | None = 5.0) -> None:
         """End the thread: it stops waiting at once, and a push in progress gives up its retries."""
         with self._lock:
             self._stop.set()
             request, self._request = self._request, None
+            waiting = [f for f in (request.future if request else None, self._take_next()) if f is not None]
         self._wake.set()
         _forget(self)
-        if request is not None and request.future.set_running_or_notify_cancel():
-            request.future.set_result(None)
+        for future in waiting:
+            if future.set_running_or_notify_cancel():
+                future.set_result(None)
         if self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -204,9 +226,9 @@ class Committer:
         self._wake.clear()
         with self._lock:
             request, self._request = self._request, None
-        if request is None and self.clock() < due:
-            return True  # woken to re-plan (a member joined), not to push
-        request = request or _Request()
+            if request is None and self.clock() < due:
+                return True  # woken to re-plan (a member joined), not to push
+            request = request or _Request(self._take_next())
         self.last_future = request.future
         if request.future.set_running_or_notify_cancel():
             try:
@@ -319,6 +341,10 @@ class CommitterMember:
     def last_future(self) -> Future | None:
         """The Future of the committer's latest push, scheduled or triggered."""
         return self.committer.last_future
+
+    def next_push(self) -> Future:
+        """The Future of the committer's next push, scheduled or triggered, without asking for one."""
+        return self.committer.next_push()
 
     def trigger(self) -> Future:
         """Push now; the Future resolves to the commit info, or None if nothing had changed.

@@ -127,7 +127,7 @@ class EventQueue:
         self._cond = threading.Condition(threading.Lock())
         self._runs: dict[str, _RunFile] = {}
         self._scalars = ScalarEncoder()
-        self._closed = False
+        self.closed = False  # an attribute, not a property: add_scalar reads it at every call
         self._synchronous = False
 
     def _start(self) -> None:
@@ -160,7 +160,7 @@ class EventQueue:
         Raises:
             ValueError: the queue is closed.
         """
-        if self._closed:
+        if self.closed:
             raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
         queue = self._queue
         queue.append((_SCALAR, run, tag, value, step, walltime))
@@ -173,7 +173,7 @@ class EventQueue:
         Raises:
             ValueError: the queue is closed.
         """
-        if self._closed:
+        if self.closed:
             raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
         queue = self._queue
         queue.append((_EVENT, run, event))
@@ -210,7 +210,7 @@ class EventQueue:
             self._queue.append((_FLUSH, request))
             self._write_batch(self._queue)
         elif not self._thread.is_alive():
-            return self._closed
+            return self.closed
         else:
             self._queue.append((_FLUSH, request))
         with self._cond:
@@ -226,12 +226,12 @@ class EventQueue:
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything, close the files (fsynced) and end the thread."""
-        if self._closed:
+        if self.closed:
             return
         try:
             self.flush(timeout=timeout)
         finally:
-            self._closed = True
+            self.closed = True
             with self._cond:
                 self._cond.notify_all()
             self._thread.join(timeout)
@@ -246,10 +246,6 @@ class EventQueue:
         return [run.path for run in list(self._runs.values()) if run.fd is not None and run.path is not None]
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def pending(self) -> int:
         """Items queued and not yet written."""
         return len(self._queue)
@@ -260,11 +256,11 @@ class EventQueue:
         queue = self._queue
         while True:
             with self._cond:
-                if not queue and not self._closed:
+                if not queue and not self.closed:
                     self._cond.wait(_WAKE_INTERVAL)
             if queue:
                 self._write_batch(queue)
-            elif self._closed:
+            elif self.closed:
                 return
 
     def _write_batch(self, queue: deque[tuple[Any, ...]]) -> None:
@@ -334,7 +330,7 @@ _live_queues: weakref.WeakSet[EventQueue] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for writer in list(_live_queues):
-        if not writer._closed:
+        if not writer.closed:
             writer._after_fork_in_child()
 
 

@@ -9,7 +9,9 @@ tensorboardX that changed them fails loudly instead of writing wrong files.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import tensorboardX
@@ -75,6 +77,8 @@ class SummaryWriterBase(tensorboardX.SummaryWriter):
 
     file_writer: Any
     all_writers: dict[str, Any] | None
+    # How many `use_metadata` blocks are open: their step and walltime apply to every `add_*` call inside.
+    metadata_override = 0
 
     def _open_file_writer(self) -> FileWriter:
         raise NotImplementedError
@@ -100,11 +104,15 @@ class SummaryWriterBase(tensorboardX.SummaryWriter):
     def filename_suffix(self) -> str:
         return self._filename_suffix or ""
 
-    @property
-    def metadata_override(self) -> bool:
-        """Whether a `use_metadata(...)` block is active: its step and walltime apply to every `add_*` call."""
-        writer = self.file_writer
-        return writer is not None and bool(writer._default_metadata)
+    @contextlib.contextmanager
+    def use_metadata(self, *, global_step: int | None = None, walltime: float | None = None) -> Iterator[Any]:
+        """tensorboardX's `use_metadata`; while the block runs, `metadata_override` is true."""
+        self.metadata_override += 1
+        try:
+            with super().use_metadata(global_step=global_step, walltime=walltime) as writer:
+                yield writer
+        finally:
+            self.metadata_override -= 1
 
     def _has_sub_run(self, path: str) -> bool:
         return self.all_writers is not None and path in self.all_writers

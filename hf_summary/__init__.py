@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "RetryPolicy", "UploadSpec", "__version__",
-           "finish", "init", "log"]
+__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError", "RetryPolicy", "UploadSpec",
+           "__version__", "finish", "init", "log"]
 
 if TYPE_CHECKING:
     from .local_writer import LocalSummaryWriter
     from .run import finish, init, log
+    from .upload.committer import PushError
     from .upload.hub import HubAuthError
     from .upload.retry import RetryPolicy
     from .upload.spec import UploadSpec
@@ -25,6 +26,7 @@ _LAZY = {
     "HFSummaryWriter": ".writer",
     "HubAuthError": ".upload.hub",
     "LocalSummaryWriter": ".local_writer",
+    "PushError": ".upload.committer",
     "RetryPolicy": ".upload.retry",
     "UploadSpec": ".upload.spec",
     "init": ".run",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import defaults
 from .upload.committer import Committer
-from .upload.hub import HubAuthError, HubClient
+from .upload.hub import HubAuthError, HubClient, is_offline
 from .upload.spec import UploadSpec
 from .upload.state import UploadState
 from .upload.uploader import Uploader, default_ignore_patterns
@@ -56,14 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="upload what is pending in a logdir, resumably")
     _target_arguments(sync)
     sync.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
-    sync.add_argument("--squash", action="store_true", help="squash the branch history to one commit afterwards")
+    sync.add_argument("--squash", nargs="?", const=True, default=False, type=_squash, metavar="N",
+                      help="squash the branch history to one commit afterwards (with N: only if it has more than N "
+                           "commits)")
     sync.set_defaults(command=_sync)
 
     watch = commands.add_parser("watch", help="upload a logdir written by any program, until interrupted")
     _target_arguments(watch)
     watch.add_argument("--every", type=float, default=5.0, help="minutes between pushes (default: 5)")
     watch.add_argument("--private", action="store_true", help="create the repo private (if it does not exist)")
-    watch.add_argument("--squash", action="store_true", help="squash the branch history after each push")
+    watch.add_argument("--squash", nargs="?", const=True, default=False, type=_squash, metavar="N",
+                       help="squash the branch history after each push (with N: when it has more than N commits)")
     watch.set_defaults(command=_watch)
 
     status = commands.add_parser("status", help="bytes committed and pending, per file")
@@ -80,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _squash(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of commits >= 1, got {value!r}")
+    return number
+
+
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("logdir", type=Path, help="the folder the writer logged to")
     parser.add_argument("repo_id", help="the repo, e.g. username/my-run")
@@ -94,6 +107,9 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY) -> Committer:
     """The committer of the command's repo, with the logdir as its one member (its thread not started)."""
+    if is_offline():
+        raise CliError("HF_HUB_OFFLINE is set, and this command needs the Hub: unset HF_HUB_OFFLINE (or set it to 0) "
+                       "and run it again. Nothing was sent; the logs stay on disk.")
     if not args.logdir.is_dir():
         raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
     try:

@@ -11,6 +11,12 @@ REVISION = "main"
 COMMIT_EVERY = 5.0  # minutes between pushes
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for the final push
 HUB_TIMEOUT = 5.0  # seconds the constructor waits for the Hub before going on locally
+PUSH_TIMEOUT = 120.0  # seconds before a trigger()'s Future fails with PushError, even if the Hub never answers
+CRASH_UPLOAD_TIMEOUT = 300.0  # seconds the guardian retries the push of a run whose process died
+
+# The Hub advises fewer than 100 files per commit over HTTP (a commit times out after 60 s); a backlog goes up in
+# several commits of at most this many files, each recorded as it lands.
+MAX_FILES_PER_COMMIT = 100
 
 QUEUE_SIZE = 10_000  # events waiting in memory before logging blocks
 # Small on purpose: the Hub replaces a file whole, so the file still growing is re-sent at each push. Closing it at

@@ -37,6 +37,13 @@ def validate_path_in_repo(path_in_repo: object) -> None:
                          "like 'tensorboard'.")
 
 
+def validate_squash(squash: object) -> None:
+    if isinstance(squash, bool) or (isinstance(squash, int) and squash >= 1):
+        return
+    raise ValueError(f"squash_history must be True, False or a number of commits >= 1 (squash when the branch has "
+                     f"more), got {squash!r}.")
+
+
 def validate_patterns(name: str, patterns: object) -> None:
     if patterns is None or isinstance(patterns, str):
         return
@@ -55,6 +62,7 @@ def validate_arguments(
     ignore_patterns: object,
     max_file_size: object,
     close_timeout: object,
+    push_timeout: object,
 ) -> None:
     """Check the writer's arguments.
 
@@ -78,3 +86,5 @@ def validate_arguments(
         raise ValueError(f"max_file_size must be a positive number of bytes, got {max_file_size!r}.")
     if isinstance(close_timeout, bool) or not isinstance(close_timeout, numbers.Real) or float(close_timeout) < 0:
         raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}.")
+    if isinstance(push_timeout, bool) or not isinstance(push_timeout, numbers.Real) or not float(push_timeout) > 0:
+        raise ValueError(f"push_timeout must be a positive number of seconds, got {push_timeout!r}.")

@@ -38,7 +38,8 @@ class HFSummaryWriter(LocalSummaryWriter):
         repo_id: the repo to push to, `namespace/name` (or `name`, for your own namespace).
         logdir: where event files are written; defaults to `runs/<date>_<host><comment>` like tensorboardX.
         commit_every: minutes between pushes. Defaults to 5.
-        squash_history: squash the branch to a single commit after each push. Defaults to False.
+        squash_history: True squashes the branch to a single commit after each push; an int N squashes it when it
+            has more than N commits. Defaults to False.
         repo_type: "model" (default), "dataset" or "space".
         repo_revision: the branch to push to; created if missing. Defaults to "main".
         repo_private: create the repo private. Ignored if the repo exists.
@@ -52,6 +53,11 @@ class HFSummaryWriter(LocalSummaryWriter):
         queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
         close_timeout: seconds `close()` waits for the final push. Defaults to 60.
         hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
+        push_timeout: seconds after which a `scheduler.trigger()` Future fails with `hf_summary.PushError` if its
+            push has not finished, even when the Hub accepts connections and never answers. Defaults to 120.
+        crash_upload: if this process ends without closing the writer (SIGKILL, a crash, `os._exit`, a dead
+            notebook kernel), a small guardian process pushes what is on disk, as `hf-summary sync` would. Not
+            started offline or on ranks other than 0. Defaults to True.
         kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
             `max_queue` and `flush_secs` have no use here: events are written every second, and at `flush()`.
 
@@ -75,7 +81,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         *,
         logdir: str | None = None,
         commit_every: int | float = defaults.COMMIT_EVERY,
-        squash_history: bool = False,
+        squash_history: bool | int = False,
         repo_type: str | None = None,
         repo_revision: str | None = None,
         repo_private: bool | None = None,
@@ -87,15 +93,17 @@ class HFSummaryWriter(LocalSummaryWriter):
         queue_size: int = defaults.QUEUE_SIZE,
         close_timeout: float = defaults.CLOSE_TIMEOUT,
         hub_timeout: float = defaults.HUB_TIMEOUT,
+        push_timeout: float = defaults.PUSH_TIMEOUT,
         push_on_sigterm: bool = False,
         other_ranks: str = "skip",
+        crash_upload: bool = True,
         **kwargs: Any,
     ) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
         validate_arguments(
             repo_id=repo_id, logdir=logdir, commit_every=commit_every, repo_type=repo_type,
             path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
-            max_file_size=max_file_size, close_timeout=close_timeout,
+            max_file_size=max_file_size, close_timeout=close_timeout, push_timeout=push_timeout,
         )
         if other_ranks not in ("skip", "local"):
             raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
@@ -122,7 +130,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         self.scheduler = join_committer(
             key, lambda: Committer(HubClient(spec.target(), token=token), every=commit_every, enabled=not offline),
             Uploader(Path(logdir), spec, open_files=self._open_event_files),
-            every=commit_every, before_push=self._flush_for_push,
+            every=commit_every, before_push=self._flush_for_push, push_timeout=push_timeout,
         )
         if not offline:
             self._wait_for_hub(hub_timeout)  # raises on a rejected token, before any file is created
@@ -133,6 +141,11 @@ class HFSummaryWriter(LocalSummaryWriter):
             raise
         self._owner_pid = os.getpid()
         _open_writers.add(self)
+        # A run whose process dies before close() is pushed by this process's guardian (upload/guardian.py).
+        from .upload import guardian
+
+        self._guardian = (guardian.watch(self.logdir, spec, token)
+                          if crash_upload and not offline and self.rank == 0 and self.writes_to_disk else None)
         if push_on_sigterm:
             _push_on_sigterm(weakref.ref(self))
 
@@ -178,6 +191,8 @@ class HFSummaryWriter(LocalSummaryWriter):
             if os.getpid() == self._owner_pid:
                 self._final_push()
                 _open_writers.discard(self)
+                if self._guardian is not None:
+                    self._guardian.release()  # the final push ran, whatever its outcome: nothing left to guard
         finally:
             self._closing = False
 
@@ -199,7 +214,8 @@ class HFSummaryWriter(LocalSummaryWriter):
             self.scheduler.close(self.close_timeout)
         except Exception as error:
             logger.error("The final push of %s to %s did not complete (%s). Your logs are safe in '%s'; upload "
-                         "them with:\n  %s", self.logdir, self.repo_id, error or type(error).__name__, self.logdir,
+                         "them with:\n  %s", self.logdir, self.repo_id,
+                         getattr(error, "reason", None) or error or type(error).__name__, self.logdir,
                          self.sync_command())
 
     def _wait_for_hub(self, timeout: float) -> None:
@@ -238,6 +254,11 @@ def _push_on_sigterm(ref: weakref.ref[HFSummaryWriter]) -> None:
         logger.warning("push_on_sigterm needs the writer to be created in the main thread; not installed.")
         return
     previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_IGN:
+        # The launcher asked this process to outlive SIGTERM: a handler that ends it would break that promise, and
+        # one that returns after the push would leave the run half-closed.
+        logger.warning("push_on_sigterm: SIGTERM is ignored in this process; not installed.")
+        return
 
     def on_sigterm(signum: int, frame: Any) -> None:
         writer = ref()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hf_summary.events.records import frame_record
-from hf_summary.upload.committer import Committer, CommitterStopped
+from hf_summary.upload.committer import Committer, CommitterStopped, PushError
 from hf_summary.upload.hub import RepoTarget
 from hf_summary.upload.retry import RetriesExhausted, RetryPolicy
 from hf_summary.upload.spec import UploadSpec
@@ -60,6 +60,8 @@ class FakeClient:
     repo_ready: bool = False
     failures: list[BaseException] = field(default_factory=list)
     commits: list[list[str]] = field(default_factory=list)
+
+    card_pending: bool = False
 
     def ensure_repo(self) -> str:
         self.repo_ready = True
@@ -125,8 +127,9 @@ def test_failed_push_retries_inside_then_backs_off_below_the_interval(tmp_path: 
     client.failures = [HubError(503) for _ in range(3)]  # every attempt of the first push fails
     future = committer.trigger()
     committer.run_once()
-    with pytest.raises(HubError):
+    with pytest.raises(PushError, match="HubError: HTTP 503.*hf-summary sync") as failed:
         future.result()
+    assert isinstance(failed.value.__cause__, HubError)
     assert len(clock.waits) == 2 and all(0.5 <= w <= 8.0 for w in clock.waits)  # two retries, jittered
     clock.waits.clear()
     committer.run_once()  # the next push comes after the policy's delay, not after the 600 s interval
@@ -154,7 +157,8 @@ def test_a_permanent_error_is_not_retried(tmp_path: Path) -> None:
     client.failures = [HubError(400)]
     future = committer.trigger()
     committer.run_once()
-    assert isinstance(future.exception(), HubError) and clock.waits == []
+    error = future.exception()
+    assert isinstance(error, PushError) and isinstance(error.__cause__, HubError) and clock.waits == []
 
 
 def test_a_push_stops_retrying_at_its_deadline(tmp_path: Path) -> None:
@@ -164,7 +168,8 @@ def test_a_push_stops_retrying_at_its_deadline(tmp_path: Path) -> None:
     future = committer.trigger(deadline=clock() + 0.1)  # no time for even one retry
     committer.trigger(deadline=None)  # a trigger without a deadline shares the push and keeps the earliest
     committer.run_once()
-    assert isinstance(future.exception(), RetriesExhausted) and clock.waits == []
+    error = future.exception()
+    assert isinstance(error, PushError) and isinstance(error.__cause__, RetriesExhausted) and clock.waits == []
 
 
 def test_a_member_asking_for_a_shorter_interval_shortens_the_wait(tmp_path: Path) -> None:
@@ -202,3 +207,71 @@ def test_next_push_resolves_with_the_scheduled_push(tmp_path: Path) -> None:
     assert committer.trigger() is later  # a trigger takes the Future already handed out
     committer.stop()
     assert later.result() is None
+
+
+def test_a_push_the_hub_never_answers_fails_its_future_at_the_deadline(tmp_path: Path) -> None:
+    answer = threading.Event()
+
+    class HungClient(FakeClient):
+        def commit(self, operations: list, message: str) -> _Info:
+            answer.wait(60)  # a Hub that accepts the request and never answers
+            return super().commit(operations, message)
+
+    logdir = tmp_path / "run"
+    _log(logdir, 1)
+    committer = Committer(HungClient(), every=60.0).start()  # type: ignore[arg-type]
+    member = committer.join(Uploader(logdir, UploadSpec("me/run")), push_timeout=0.5)
+    try:
+        error = member.trigger().exception(timeout=30)  # the bound is the Future's, not the HTTP call's
+        assert isinstance(error, PushError) and "did not finish within its time limit" in str(error)
+        assert error.sync_command == f"hf-summary sync {logdir} me/run"
+        assert isinstance(member.trigger(timeout=0.2).exception(timeout=30), PushError)  # still bounded while hung
+    finally:
+        answer.set()
+        committer.stop(timeout=30)
+    assert not committer.alive
+
+
+def test_final_push_progress_appears_only_for_a_slow_push() -> None:
+    from concurrent.futures import Future
+
+    from hf_summary.upload.progress import FinalPushProgress
+
+    done: Future = Future()
+    done.set_result("fast")
+    quick = FinalPushProgress("Final push", quiet_for=30)
+    assert quick.wait(done, timeout=60) == "fast" and not quick.shown
+
+    slow: Future = Future()
+    threading.Timer(0.3, slow.set_result, ("slow",)).start()
+    waited = FinalPushProgress("Final push", quiet_for=0.05)
+    assert waited.wait(slow, timeout=60) == "slow" and waited.shown
+
+
+def test_a_backlog_goes_up_in_bounded_commits_in_name_order_and_resumes(tmp_path: Path) -> None:
+    logdir = tmp_path / "week-offline"
+    logdir.mkdir()
+    for n in range(250):  # a week offline: many closed event files
+        (logdir / f"events.out.tfevents.{1700000000 + n}.host.1.000").write_bytes(frame_record(b"r%d" % n))
+    clock, client = FakeClock(), FakeClient()
+    committer = Committer(client, clock=clock, wait=clock.wait, max_files_per_commit=100,  # type: ignore[arg-type]
+                          retry=RetryPolicy(attempts=1))
+    committer.join(Uploader(logdir, UploadSpec("me/run")))
+    real_commit = client.commit
+    calls = {"n": 0}
+
+    def commit_then_fail_the_second(operations: list, message: str) -> _Info:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise HubError(400)  # interrupted between the first and the second commit
+        return real_commit(operations, message)
+
+    client.commit = commit_then_fail_the_second  # type: ignore[method-assign]
+    with pytest.raises(HubError):
+        committer.push()
+    assert [len(c) for c in client.commits] == [100]
+    client.commit = real_commit  # type: ignore[method-assign]
+    committer.push()
+    assert [len(c) for c in client.commits] == [100, 100, 50]  # the rest, nothing twice
+    sent = [path for commit in client.commits for path in commit]
+    assert sent == sorted(sent) and len(set(sent)) == 250

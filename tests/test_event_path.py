@@ -225,3 +225,24 @@ def test_local_writer_is_the_same_fast_path_without_a_hub(tmp_path: Path) -> Non
         assert not hasattr(writer, "scheduler")
     (path,) = (tmp_path / "local").glob("*tfevents*")
     assert f".{os.getpid()}." in path.name
+
+
+def test_a_full_run_folder_rolls_its_files_less_often(tmp_path: Path) -> None:
+    from hf_summary.events.queue import FILES_PER_ROLL_DOUBLING, EventQueue
+
+    def files_made(existing: int) -> int:
+        folder = tmp_path / f"run-{existing}"
+        folder.mkdir()
+        for n in range(existing):  # a long run's earlier files (names sort before ours)
+            (folder / f"events.out.tfevents.0000000000.old.{n:05d}").touch()
+        queue = EventQueue(folder)
+        for step in range(400):
+            queue.put_scalar("", "loss", 1.0, step, 1.0)
+            queue.flush(roll_size=2_000)  # a push after every event: the worst case for the file count
+        queue.close()
+        return len(list(folder.iterdir())) - existing
+
+    fresh, full = files_made(0), files_made(2 * FILES_PER_ROLL_DOUBLING)
+    assert fresh >= 8 and full <= fresh // 4 + 1, (fresh, full)  # the roll size doubled twice
+    for folder in tmp_path.iterdir():
+        assert all(scan_records(p).valid_size == p.stat().st_size for p in folder.glob("*tfevents*"))

@@ -28,7 +28,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo_id: str, logdir: Path,
                                                               tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="hf_summary")
+    caplog.set_level(logging.INFO, logger="hf_summary")  # retries are logged at INFO: the training log stays clean
     writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, max_file_size=20_000)
     hub.set_faults(0.3, latency=0.005, kinds=("500", "503", "429", "drop"), retry_after=1, seed=7)
     futures = []
@@ -187,3 +187,79 @@ def test_unwritable_logdir_is_a_clear_error(hub: LocalHub, repo_id: str, tmp_pat
     with pytest.raises(OSError, match="Pass a logdir you can write to"):
         HFSummaryWriter(repo_id, logdir=str(blocker / "run"))
     assert threading.active_count() == before
+
+
+def test_a_hub_that_never_answers_bounds_trigger_and_close(hub: LocalHub, repo_id: str, logdir: Path,
+                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from hf_summary import PushError
+
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, push_timeout=2, close_timeout=2)
+    for step in range(100):
+        writer.add_scalar("loss", float(step), step)
+    hub.set_faults(1.0, kinds=("hang",))  # connections are accepted, requests never answered
+    try:
+        error = writer.scheduler.trigger().exception(timeout=60)
+        assert isinstance(error, PushError) and writer.sync_command() in error.sync_command
+        closing = threading.Thread(target=writer.close)
+        closing.start()
+        closing.join(timeout=60)
+        assert not closing.is_alive()  # close() returned within its bound, and raised nothing (the thread ended)
+        assert any("hf-summary sync" in r.getMessage() for r in caplog.records)
+    finally:
+        hub.clear_faults()
+    result = _cli("sync", str(logdir), repo_id)
+    assert result.returncode == 0, result.stderr
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(100))
+
+
+_QUIET_TRAINING = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from hf_summary import HFSummaryWriter
+    with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=0.01) as writer:
+        for push in range(4):
+            for step in range(push * 50, push * 50 + 50):
+                writer.add_scalar("loss", 1.0 / (step + 1), step)
+                writer.add_scalars("lr", {"encoder": 0.1, "head": 0.2}, step)  # several files in one commit
+            writer.add_histogram("weights", np.arange(100.0), push)
+            writer.scheduler.next_push().exception(timeout=120)  # a periodic push (failed or not), not a trigger
+""")
+
+
+@pytest.mark.parametrize("failure_rate", [0.0, 0.15])
+def test_periodic_pushes_print_nothing_in_the_training_log(hub: LocalHub, repo_id: str, logdir: Path,
+                                                           tmp_path: Path, failure_rate: float) -> None:
+    # With faults, requests are retried (by huggingface_hub and by us): still nothing printed.
+    hub.set_faults(failure_rate, kinds=("500", "503", "429"), seed=5)
+    result = subprocess.run([sys.executable, "-c", _QUIET_TRAINING, repo_id, str(logdir)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert failure_rate == 0 or hub.stats.faults_injected > 0
+    hub.clear_faults()
+    assert len([c for c in hub.commits(repo_id) if any("tensorboard/" in f for f in c.get("files", []))]) >= 4
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(200))
+
+
+def _blocked_signals(thread: threading.Thread) -> int:
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
+
+
+def test_background_threads_leave_signals_to_the_main_thread(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    # A SIGTERM the kernel hands to one of our threads would never wake a main thread blocked in a read, and
+    # push_on_sigterm (or the user's own handler) would not run: our threads block the asynchronous signals.
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, push_timeout=60) as writer:
+        hub.set_faults(latency=1.0)
+        pending = writer.scheduler.trigger()  # starts the push's deadline timer thread
+        ours = [t for t in threading.enumerate() if t.name.startswith("hf_summary-")]
+        names = {t.name for t in ours}
+        assert {"hf_summary-committer", "hf_summary-event-writer", "hf_summary-push-deadline"} <= names
+        for thread in ours:
+            mask = _blocked_signals(thread)
+            assert all(mask >> (sig - 1) & 1 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)), thread.name
+        assert not _blocked_signals(threading.main_thread()) >> (signal.SIGTERM - 1) & 1
+        hub.clear_faults()
+        pending.exception(timeout=60)

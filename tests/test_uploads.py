@@ -94,7 +94,8 @@ def test_restarted_writer_resumes_without_resending(hub: LocalHub, repo_id: str,
 _CRASHING_WRITER = textwrap.dedent("""
     import sys
     from hf_summary import HFSummaryWriter
-    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, max_file_size=20_000)
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, max_file_size=20_000,
+                           crash_upload=False)  # `hf-summary sync` alone completes the run
     step = 0
     while True:
         for _ in range(200):
@@ -225,6 +226,10 @@ def test_offline_mode_makes_no_call_and_prints_the_sync_command(hub: LocalHub, r
     assert hub.stats.requests == 0 and not hub.repo_exists(repo_id)
     (line,) = [ln.strip() for ln in result.stderr.splitlines() if ln.strip().startswith("hf-summary sync")]
     words = shlex.split(line)
+    offline = subprocess.run([sys.executable, "-m", "hf_summary.cli", *words[1:]], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 2 and "HF_HUB_OFFLINE is set" in offline.stderr  # at once, not after retries
+    assert hub.stats.requests == 0
     assert _cli(*words[1:]).returncode == 0
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "loss")] == list(range(100))

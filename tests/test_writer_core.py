@@ -120,6 +120,18 @@ def test_squash_history_keeps_one_commit_and_the_files(hub: LocalHub, repo_id: s
     assert scalars(run, "s") == [(0, 0.0), (1, 1.0), (2, 2.0)]
 
 
+def test_squash_history_n_keeps_the_branch_short(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> None:
+    lengths = []
+    with HFSummaryWriter(repo_id, logdir=str(logdir), squash_history=5, commit_every=60) as writer:
+        for step in range(12):
+            writer.add_scalar("s", float(step), step)
+            writer.scheduler.trigger().result(timeout=60)
+            lengths.append(len(hub.commits(repo_id)))
+    assert max(lengths) <= 6 and min(lengths[5:]) < 6  # squashed when over 5, not at every push
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert scalars(run, "s") == [(s, float(s)) for s in range(12)]
+
+
 def test_hub_down_at_start_then_up(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> None:
     hub.pause()
     errors: list[BaseException] = []
@@ -170,6 +182,10 @@ def test_dataset_repo_on_a_branch_private(hub: LocalHub, repo_id: str, logdir: P
         ({"path_in_repo": "../escape"}, "path_in_repo"),
         ({"repo_type": "nonsense"}, "repo_type"),
         ({"repo_allow_patterns": 3}, "repo_allow_patterns"),
+        ({"squash_history": 0}, "squash_history"),
+        ({"squash_history": "5"}, "squash_history"),
+        ({"push_timeout": 0}, "push_timeout"),
+        ({"logdir": "s3://bucket/run"}, "remote"),
     ],
 )
 def test_bad_input_fails_fast_and_leaves_nothing(hub: LocalHub, repo_id: str, logdir: Path, kwargs: dict,

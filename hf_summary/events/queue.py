@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import QUEUE_SIZE
+from ..threads import start_thread
 from .encoding import ScalarEncoder
 from .records import EventFileNamer, frame_record
 from .tbx import Event
@@ -37,6 +38,9 @@ _os_write = os.write
 # on a 0.5 ms CPU step, waking every 0.05 s cost more than every 1 s. tensorboardX flushes every 120 s by default.
 _WAKE_INTERVAL = 1.0
 _WAKE_EVERY = 512  # items handled between wake-ups of loggers blocked on a full queue
+# The Hub refuses a folder of more than 10 000 entries. Each time a run folder holds this many more files, the size at
+# which its event file rolls doubles: the file count grows with the logarithm of the bytes logged, not with them.
+FILES_PER_ROLL_DOUBLING = 1000
 
 
 class _FlushRequest:
@@ -58,9 +62,17 @@ class _RunFile:
         self.fd: int | None = None
         self.size = 0
         self.pending: list[bytes] = []
+        self.files_in_folder = 0  # entries of the folder, counted when this writer first opens a file there
+
+    def roll_size(self, base: int) -> int:
+        """The size at which this run's file rolls: `base`, doubled for every FILES_PER_ROLL_DOUBLING files."""
+        return base << min(self.files_in_folder // FILES_PER_ROLL_DOUBLING, 32)
 
     def open(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.path is None:
+            with os.scandir(self.folder) as entries:
+                self.files_in_folder = sum(1 for _ in entries)
         while True:
             self.path = self.folder / self.namer.next_name()
             try:
@@ -70,6 +82,7 @@ class _RunFile:
                 break
             except FileExistsError:
                 continue
+        self.files_in_folder += 1
         self.size = 0
         header = Event(wall_time=time.time(), file_version="brain.Event:2")
         self.pending.insert(0, frame_record(header.SerializeToString()))
@@ -131,8 +144,7 @@ class EventQueue:
         self._synchronous = False
 
     def _start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hf_summary-event-writer", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, "hf_summary-event-writer")
 
     def _after_fork_in_child(self) -> None:
         # The parent's queued events are the parent's to write, and its files stay its own: the child starts with
@@ -320,7 +332,7 @@ class EventQueue:
             )
         elif request.roll_size is not None:
             for run in self._runs.values():
-                if run.fd is not None and run.size >= request.roll_size:
+                if run.fd is not None and run.size >= run.roll_size(request.roll_size):
                     run.close()
         request.done.set()
 

@@ -9,8 +9,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 # "drop" closes the connection before the request is processed; "drop_after" processes it (e.g. the commit is
-# created) and then closes the connection without answering, like a response lost on the way back.
-FAULT_KINDS = ("500", "503", "429", "drop", "drop_after")
+# created) and then closes the connection without answering, like a response lost on the way back; "hang" accepts the
+# request and never answers, until the faults are cleared (a Hub behind a stuck proxy).
+FAULT_KINDS = ("500", "503", "429", "drop", "drop_after", "hang")
+_HANG_LIMIT = 600.0  # seconds a hung request is held at most, so that a forgotten fault cannot hang a test run
 DEFAULT_FAULT_KINDS = ("500", "503", "429", "drop")
 
 
@@ -32,6 +34,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._config = FaultConfig()
         self._random = random.Random()
+        self._released = threading.Event()
 
     @property
     def config(self) -> FaultConfig:
@@ -70,11 +73,17 @@ class FaultInjector:
                 methods=frozenset(m.upper() for m in methods) if methods is not None else None,
             )
             self._random = random.Random(seed)
+            self._released.clear()
 
     def clear(self) -> None:
         """Stop injecting faults and latency."""
         with self._lock:
             self._config = FaultConfig()
+            self._released.set()
+
+    def hang(self) -> None:
+        """Hold a request without answering until the faults are cleared (or `_HANG_LIMIT` passes)."""
+        self._released.wait(_HANG_LIMIT)
 
     def pick(self, method: str) -> str | None:
         """The fault to inject into a request with this HTTP method, or None to serve it normally."""
@@ -97,6 +106,9 @@ class HubStats:
         bytes_received: Request body bytes, all endpoints together.
         upload_bytes: File content bytes received: LFS upload bodies plus decoded inline files of commits.
         faults_injected: Requests answered with an injected fault.
+        rate_limited: Commits refused with 429 because the repository's commit quota (`commit_limit`) was used up.
+            Injected "429" faults are counted in `faults_injected`, not here.
+        limit_rejections: Commits refused for breaking `max_files_per_commit` (413) or `max_folder_entries` (400).
         per_path_uploads: For each path in a repository, how many commits wrote it.
     """
 
@@ -105,6 +117,8 @@ class HubStats:
     bytes_received: int = 0
     upload_bytes: int = 0
     faults_injected: int = 0
+    rate_limited: int = 0
+    limit_rejections: int = 0
     per_path_uploads: dict[str, int] = field(default_factory=dict)
 
 
@@ -136,6 +150,8 @@ class StatsRecorder:
                 bytes_received=self._counters["bytes_received"],
                 upload_bytes=self._counters["upload_bytes"],
                 faults_injected=self._counters["faults_injected"],
+                rate_limited=self._counters["rate_limited"],
+                limit_rejections=self._counters["limit_rejections"],
                 per_path_uploads=dict(self._per_path),
             )
 

@@ -13,6 +13,7 @@ from types import TracebackType
 from .auth import TokenRegistry
 from .errors import HubError
 from .faults import DEFAULT_FAULT_KINDS, FaultInjector, HubStats, StatsRecorder
+from .limits import CommitLimiter, HubLimits
 from .server import HubHTTPServer, HubState
 from .storage import DEFAULT_BRANCH, RepoKey, Storage
 
@@ -34,6 +35,12 @@ class LocalHub:
         port: Port to listen on; 0 picks a free one (kept across `pause()`/`resume()`).
         users: Access tokens, as token -> user name; all of them can write. Defaults to
             `{"hf_local_token": "local-user"}`. Every user owns the namespace named after it.
+        commit_limit: Enforce the Hub's commit quota: at most `(count, window_seconds)` commits per repository in any
+            sliding window of that length (the Hub allows `HUB_COMMIT_LIMIT`, 128 per hour). None: no quota.
+        max_files_per_commit: Refuse commits with more file operations than this. None: no limit.
+        max_folder_entries: Refuse commits leaving more entries (files and subfolders) than this in one folder (the
+            Hub refuses more than `HUB_MAX_FOLDER_ENTRIES`, 10 000). None: no limit. See `set_limits()` for the
+            responses; all three can be changed at runtime with it.
 
     Example:
         ```python
@@ -55,6 +62,9 @@ class LocalHub:
         host: str = "127.0.0.1",
         port: int = 0,
         users: Mapping[str, str] | None = None,
+        commit_limit: tuple[int, float] | None = None,
+        max_files_per_commit: int | None = None,
+        max_folder_entries: int | None = None,
     ):
         self._owns_root = root is None
         self._root = Path(tempfile.mkdtemp(prefix="local-hub-")) if root is None else Path(root)
@@ -68,6 +78,13 @@ class LocalHub:
             faults=FaultInjector(),
             stats=StatsRecorder(),
             signing_key=_signing_key(self._root),
+            limiter=CommitLimiter(
+                HubLimits(
+                    commit_limit=commit_limit,
+                    max_files_per_commit=max_files_per_commit,
+                    max_folder_entries=max_folder_entries,
+                )
+            ),
         )
         self._lifecycle = threading.Lock()
         self._server: HubHTTPServer | None = None
@@ -105,6 +122,7 @@ class LocalHub:
     def stop(self) -> None:
         """Stop the server, cut open connections and remove the root if it is a temporary folder. Idempotent."""
         with self._lifecycle:
+            self._state.faults.clear()  # releases requests held by a "hang" fault
             self._close()
             self._started = False
             if self._owns_root:
@@ -199,7 +217,8 @@ class LocalHub:
             latency: Seconds added to every request.
             kinds: Faults to pick from at random: "500", "503", "429" (with a `Retry-After` header), "drop" (the
                 connection is closed without a response, before processing) and "drop_after" (the request is
-                processed, then the connection is closed without a response: a lost response).
+                processed, then the connection is closed without a response: a lost response) and "hang" (the
+                request is accepted and never answered, until `clear_faults()`).
             retry_after: Seconds announced in the `Retry-After` header of 429 responses.
             seed: Seed of the random generator, for reproducible fault sequences.
             methods: Only requests with these HTTP methods (e.g. {"POST"}) can fail; None means all.
@@ -214,6 +233,59 @@ class LocalHub:
     def clear_faults(self) -> None:
         """Stop injecting faults and latency."""
         self._state.faults.clear()
+
+    # ---------------------------------------------------------------- limits of the real Hub
+
+    def set_limits(
+        self,
+        *,
+        commit_limit: tuple[int, float] | None = None,
+        max_files_per_commit: int | None = None,
+        max_folder_entries: int | None = None,
+    ) -> None:
+        """Enforce (or, with no arguments, stop enforcing) the Hub's limits on commits. Replaces all three settings.
+
+        Args:
+            commit_limit: `(count, window_seconds)`: a repository accepts at most `count` commits in any sliding
+                window of `window_seconds` (the Hub: `HUB_COMMIT_LIMIT`, 128 per hour). Only commits made through
+                the commit endpoint count, including those made before this call; super-squashes and the initial
+                commit of a new repository do not, nor do refused commits. Above it the commit endpoint answers 429
+                with the Hub's message ("You have exceeded our hourly quotas for action: commit. ..."), a
+                `Retry-After` header (whole seconds until a slot frees) and `RateLimit: "commit";r=0;t=<same>` /
+                `RateLimit-Policy: "sliding window";"commit";q=<count>;w=<window>`, which
+                `huggingface_hub.utils.parse_ratelimit_headers` reads. Accepted commits carry the same two headers,
+                with the slots left in `r`. None: no quota.
+            max_files_per_commit: Maximum file operations (additions, deletions, copies) in one commit; above it the
+                commit is refused with 413 Payload Too Large (the Hub advises < 100 files per commit over HTTP; it has
+                no hard limit, but its oversized commits time out). None: no limit.
+            max_folder_entries: Maximum entries (files and subfolders) directly inside one folder, the root included;
+                a commit making a folder bigger than that is refused with 400 and the Hub's message ("Your push was
+                rejected because it contains too many files per directory. ..."). The Hub refuses more than
+                `HUB_MAX_FOLDER_ENTRIES` (10 000). None: no limit.
+
+        Raises:
+            ValueError: a count below 1, or a window that is not a positive number of seconds.
+        """
+        self._state.limiter.configure(
+            HubLimits(
+                commit_limit=commit_limit,
+                max_files_per_commit=max_files_per_commit,
+                max_folder_entries=max_folder_entries,
+            )
+        )
+
+    @property
+    def limits(self) -> HubLimits:
+        """The limits in force (see `set_limits`)."""
+        return self._state.limiter.limits
+
+    def commit_times(self, repo_id: str, *, repo_type: str = "model") -> list[float]:
+        """When the repository's commits were accepted by the commit endpoint, as `time.time()` values, oldest first.
+
+        Unlike the dates in `commits()`, this covers every branch and pull request and survives super-squashes: it is
+        what the commit quota counts. Kept since this `LocalHub` was created (not cleared by `reset_stats`).
+        """
+        return self._state.limiter.commit_times(RepoKey.parse(repo_type, repo_id))
 
     @property
     def stats(self) -> HubStats:

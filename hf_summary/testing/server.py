@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from typing import Any
@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from .auth import Identity, TokenRegistry, authenticate, require_namespace_write, require_read, require_write
 from .errors import BadRequest, EntryNotFound, HubError
 from .faults import FaultInjector, StatsRecorder
+from .limits import CommitLimiter, CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
 from .rules import REGULAR_FILE_MAX_SIZE, is_gitignored, lfs_pointer, upload_mode
 from .storage import DEFAULT_BRANCH, AddFile, Commit, DeletePath, FileEntry, Operation, RepoKey, Storage, make_entry
 
@@ -51,6 +52,7 @@ class HubState:
     faults: FaultInjector
     stats: StatsRecorder
     signing_key: bytes
+    limiter: CommitLimiter = field(default_factory=CommitLimiter)
     endpoint: str = ""
 
     def sign_upload(self, key: RepoKey, oid: str, size: int, expires: int) -> str:
@@ -161,7 +163,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 self._send_error(HubError(500, "Internal Error"))
 
     def _inject(self, fault: str, retry_after: int) -> None:
-        if fault == "drop":
+        if fault == "hang":
+            self.state.faults.hang()
+            self.close_connection = True
+        elif fault == "drop":
             self.close_connection = True  # closing without a word: the client sees a disconnection
         elif fault == "429":
             self._send_error(HubError(429, "Too Many Requests", headers={"Retry-After": str(retry_after)}))
@@ -712,6 +717,41 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         lines = self._body().splitlines()
         repo, identity = require_write(storage.repo(key), self._identity)
         ref = storage.branch_ref(key, revision)
+        limiter = self.state.limiter
+        try:
+            # The quota is checked before the operations are read, so a refused commit stores no content.
+            slot = limiter.acquire(key)
+        except CommitRateLimited:
+            self.state.stats.add("rate_limited")
+            raise
+        try:
+            commit, pr_number = self._create_commit(key, ref, lines, identity.user)
+        except BaseException as err:
+            limiter.release(slot)  # only commits that were created count against the quota
+            if isinstance(err, LimitExceeded):
+                self.state.stats.add("limit_rejections")
+            raise
+        repo_url = f"{self.state.endpoint}/{key.url_prefix}{repo.key.repo_id}"
+        self._send_json(
+            200,
+            {
+                "success": True,
+                "commitOid": commit.id,
+                "commitUrl": f"{repo_url}/commit/{commit.id}",
+                "hookOutput": "",
+                "pullRequestUrl": f"{repo_url}/discussions/{pr_number}" if pr_number is not None else None,
+            },
+            headers=slot.headers,
+        )
+
+    def _create_commit(self, key: RepoKey, ref: str, lines: list[bytes], author: str) -> tuple[Commit, int | None]:
+        """Parse the NDJSON commit payload, check the limits and create the commit.
+
+        Returns:
+            The new commit and the number of the pull request it opened (None without `create_pr`).
+        """
+        storage = self.state.storage
+        limits = self.state.limiter.limits
         header: dict[str, Any] | None = None
         operations: list[Operation] = []
         for line in lines:
@@ -728,32 +768,29 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 operations.append(self._commit_operation(key, op_key, value))
         if not header or not isinstance(header.get("summary"), str) or not header["summary"].strip():
             raise BadRequest("The commit header with a non-empty summary is required")
+        check_files_per_commit(len(operations), limits)
         parent_commit = header.get("parentCommit")
         pr_number = None
         if self._query_flag("create_pr"):
             ref, pr_number = storage.open_pull_request(key, ref, parent_commit=parent_commit)
             parent_commit = None
+        target = ref
+
+        def check(before: dict[str, FileEntry], after: dict[str, FileEntry]) -> None:
+            check_folder_entries(before, after, ref=target, limits=limits)
+
         commit = storage.create_commit(
             key,
             ref,
             operations,
             title=header["summary"].strip(),
             message=header.get("description") or "",
-            author=identity.user,
+            author=author,
             parent_commit=parent_commit,
+            check=check,
         )
         self.state.stats.record_commit(op.path for op in operations if isinstance(op, AddFile))
-        repo_url = f"{self.state.endpoint}/{key.url_prefix}{repo.key.repo_id}"
-        self._send_json(
-            200,
-            {
-                "success": True,
-                "commitOid": commit.id,
-                "commitUrl": f"{repo_url}/commit/{commit.id}",
-                "hookOutput": "",
-                "pullRequestUrl": f"{repo_url}/discussions/{pr_number}" if pr_number is not None else None,
-            },
-        )
+        return commit, pr_number
 
     def _commit_operation(self, key: RepoKey, op_key: str, value: Any) -> Operation:
         if not isinstance(value, dict):

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -390,6 +390,7 @@ class Storage:
         message: str,
         author: str,
         parent_commit: str | None = None,
+        check: Callable[[dict[str, FileEntry], dict[str, FileEntry]], None] | None = None,
     ) -> Commit:
         """Apply operations on top of the head of `ref` and move the ref to the new commit.
 
@@ -401,6 +402,8 @@ class Storage:
             message: Commit description.
             author: User name recorded as author.
             parent_commit: If given, the commit id (or a prefix of it) the caller expects at the head of `ref`.
+            check: Called with the file tables before and after the commit, before anything is written; raises to
+                refuse the commit (e.g. a folder above the entries limit).
 
         Raises:
             HubError: 412 if `parent_commit` is not the head anymore.
@@ -418,6 +421,8 @@ class Storage:
             for op in operations:
                 _apply(files, op, head)
             _check_no_file_folder_clash(files)
+            if check is not None:
+                check(base.files, files)  # under the lock, so no concurrent commit changes the tree in between
             commit = self._write_commit(key, (head,), files, title, message, author, base=base.files)
             self.set_ref(key, ref, commit.id)
             return commit

@@ -15,13 +15,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import defaults
-from .retry import RetryPolicy
+from ..threads import Timer, start_thread
+from .hub import THREAD_PREFIX
+from .progress import FinalPushProgress
+from .retry import RetriesExhausted, RetryPolicy
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
@@ -44,11 +47,48 @@ class CommitterStopped(RuntimeError):
     """The committer was stopped: nothing more is pushed by it. `hf-summary sync` pushes what is left."""
 
 
+class PushError(Exception):
+    """A push that gave up: it failed, or found no answer from the Hub within its time limit.
+
+    Nothing is lost: the files stay on disk and pending, for the next push or for `sync_command`. The cause (the
+    Hub's error, when there was one) is the exception's `__cause__`.
+
+    Attributes:
+        sync_command: the shell command that uploads what is pending.
+
+    Example:
+        ```py
+        >>> try:
+        ...     writer.scheduler.trigger().result()
+        ... except hf_summary.PushError as error:
+        ...     print("pushed later; or now with:", error.sync_command)
+        ```
+    """
+
+    def __init__(self, reason: str, sync_command: str) -> None:
+        super().__init__(f"{reason}. Nothing is lost: the files stay pending on disk for the next push, or upload "
+                         f"them with: {sync_command}")
+        self.reason = reason
+        self.sync_command = sync_command
+
+
+def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
+    """Resolve `future` unless it already is: a push and its deadline race to settle it, and the first wins."""
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
+
+
 @dataclass(eq=False)
 class _Member:
     uploader: Uploader
     every: float  # minutes
     before_push: Callable[[], None]
+    push_timeout: float | None  # seconds a trigger() of this member waits at most; None for no limit
 
 
 @dataclass
@@ -56,7 +96,8 @@ class _Request:
     """A push asked for by `trigger()`; triggers that arrive before it starts share it."""
 
     future: Future = field(default_factory=Future)
-    deadline: float | None = None  # a clock() value after which the push stops retrying
+    deadline: float | None = None  # a clock() value after which the push stops retrying and its Future fails
+    timer: threading.Timer | None = None  # fails the Future at the deadline, even if the Hub never answers
 
 
 class Committer:
@@ -71,6 +112,8 @@ class Committer:
         every: minutes between pushes when no member asks for a shorter interval.
         retry: the retry policy, inside a push and between failed pushes.
         enabled: False makes no network call at all (offline mode): pushes resolve to None.
+        max_files_per_commit: a push with more files than this goes up in several commits, each recorded as it
+            lands.
         clock: seconds on a monotonic clock.
         wait: how the thread waits for the next push; a test passes one that moves a fake clock instead.
 
@@ -90,10 +133,12 @@ class Committer:
         every: float = defaults.COMMIT_EVERY,
         retry: RetryPolicy | None = None,
         enabled: bool = True,
+        max_files_per_commit: int = defaults.MAX_FILES_PER_COMMIT,
         clock: Clock = time.monotonic,
         wait: Wait = _wait,
     ) -> None:
         self.client = client
+        self.max_files_per_commit = max_files_per_commit
         self.enabled = enabled
         self.clock = clock
         self._default_every = every
@@ -114,10 +159,17 @@ class Committer:
 
     # Members -----------------------------------------------------------------------------------------------------
 
-    def join(self, uploader: Uploader, *, every: float | None = None,
-             before_push: Callable[[], None] = lambda: None) -> CommitterMember:
-        """Add a logdir to push; `every` minutes is the interval it asks for, `before_push` runs before each push."""
-        member = _Member(uploader, self._default_every if every is None else every, before_push)
+    def join(self, uploader: Uploader, *, every: float | None = None, before_push: Callable[[], None] = lambda: None,
+             push_timeout: float | None = None) -> CommitterMember:
+        """Add a logdir to push.
+
+        Args:
+            uploader: the logdir and where it goes.
+            every: the interval it asks for, in minutes; the committer's default if None.
+            before_push: called before each push (a writer flushes its events there).
+            push_timeout: seconds after which the member's `trigger()` Futures fail with `PushError`.
+        """
+        member = _Member(uploader, self._default_every if every is None else every, before_push, push_timeout)
         with self._lock:
             self._members.append(member)
         self._wake.set()  # re-plan the next push: the interval may be shorter now
@@ -148,8 +200,7 @@ class Committer:
 
     def start(self) -> Committer:
         """Start the thread that pushes on schedule; returns the committer."""
-        self._thread = threading.Thread(target=self._run, name="hf_summary-committer", daemon=True)
-        self._thread.start()
+        self._thread = start_thread(self._run, f"{THREAD_PREFIX}committer")
         return self
 
     @property
@@ -165,8 +216,8 @@ class Committer:
         """Ask for a push now; the Future resolves to the commit info, or None if nothing had changed.
 
         Args:
-            deadline: a `clock()` value after which the push stops retrying; the earliest deadline wins when
-                triggers share a push.
+            deadline: a `clock()` value. The push stops retrying then, and its Future fails with `PushError` then
+                at the latest, even if the Hub never answers. Triggers that share a push keep the earliest.
         """
         with self._lock:
             if self._stop.is_set():
@@ -174,13 +225,31 @@ class Committer:
                 future.set_exception(CommitterStopped("The committer is stopped; use `hf-summary sync` to push."))
                 return future
             if self._request is None:
-                self._request = _Request(self._take_next(), deadline)
-            elif deadline is not None:
-                current = self._request.deadline
-                self._request.deadline = deadline if current is None else min(current, deadline)
-            future = self._request.future
+                self._request = _Request(self._take_next())
+            request = self._request
+            if deadline is not None and (request.deadline is None or deadline < request.deadline):
+                request.deadline = deadline
+                self._arm(request)
         self._wake.set()
-        return future
+        return request.future
+
+    def _arm(self, request: _Request) -> None:
+        if request.timer is not None:
+            request.timer.cancel()
+        assert request.deadline is not None
+        request.timer = Timer(max(0.0, request.deadline - self.clock()), self._expire, (request,),
+                              name=f"{THREAD_PREFIX}push-deadline")
+        request.timer.start()
+
+    def _expire(self, request: _Request) -> None:
+        _settle(request.future, error=PushError(
+            f"The push to {self.client.target.repo_id} did not finish within its time limit (the Hub is slow or does "
+            "not answer); it goes on in the background", self.sync_command()))
+
+    def sync_command(self) -> str:
+        """The shell command that uploads what this committer's members have pending."""
+        commands = [u.spec.sync_command(u.logdir) for u in self.uploaders]
+        return " && ".join(commands) or "hf-summary sync LOGDIR REPO_ID"
 
     def next_push(self) -> Future:
         """The Future of the next push, scheduled or triggered, without asking for one.
@@ -207,11 +276,12 @@ class Committer:
             self._stop.set()
             request, self._request = self._request, None
             waiting = [f for f in (request.future if request else None, self._take_next()) if f is not None]
+        if request is not None and request.timer is not None:
+            request.timer.cancel()
         self._wake.set()
         _forget(self)
         for future in waiting:
-            if future.set_running_or_notify_cancel():
-                future.set_result(None)
+            _settle(future, None)
         if self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -230,11 +300,16 @@ class Committer:
                 return True  # woken to re-plan (a member joined), not to push
             request = request or _Request(self._take_next())
         self.last_future = request.future
-        if request.future.set_running_or_notify_cancel():
-            try:
-                request.future.set_result(self.push(request.deadline))
-            except BaseException as error:  # noqa: B036 - the Future carries it to whoever waits
-                request.future.set_exception(error)
+        try:
+            _settle(request.future, self.push(request.deadline))
+        except BaseException as error:  # noqa: B036 - the Future carries it to whoever waits
+            failure = PushError(f"The push to {self.client.target.repo_id} failed ({_reason(error)})",
+                                self.sync_command())
+            failure.__cause__ = error
+            _settle(request.future, error=failure)
+        finally:
+            if request.timer is not None:
+                request.timer.cancel()
         return True
 
     def _run(self) -> None:
@@ -244,15 +319,13 @@ class Committer:
 
     def _connect(self) -> None:
         """Create the repo once at start, so that a writer learns early whether the Hub takes its token."""
-        if not self.connected.set_running_or_notify_cancel():
-            return
         if not self.enabled:
-            self.connected.set_result(None)
+            _settle(self.connected, None)
             return
         try:
-            self.connected.set_result(self.client.ensure_repo())
+            _settle(self.connected, self.client.ensure_repo())
         except BaseException as error:  # noqa: B036 - the Future carries it to the writer's constructor
-            self.connected.set_exception(error)
+            _settle(self.connected, error=error)
 
     def _next_push_at(self) -> float:
         interval = self.every * 60
@@ -280,7 +353,8 @@ class Committer:
         except BaseException as error:
             self._failures += 1
             self._last_error = error
-            logger.error("Push to %s failed; the files stay pending for the next push: %s", repo_id, error)
+            # Not a warning: the training log stays clean, the next push retries, and close() reports what is left.
+            logger.info("Push to %s failed; the files stay pending for the next push: %s", repo_id, error)
             raise
         else:
             self._failures = 0
@@ -290,7 +364,7 @@ class Committer:
             self._last_push = self.clock()
 
     def _upload_once(self) -> CommitInfo | None:
-        """Flush the writers, plan each logdir under its lock, make one commit, record it, squash if asked."""
+        """Flush the writers, plan each logdir under its lock, commit (in chunks), record each, squash if asked."""
         with self._lock:
             members = list(self._members)
         for member in members:
@@ -304,15 +378,32 @@ class Committer:
             batches = [batch for u in uploaders if (batch := u.begin(stack)) is not None]
             if not batches:
                 return None
-            operations = [op for batch in batches for op in batch.operations]
-            files, size = sum(len(b.planned) for b in batches), sum(b.size for b in batches)
-            info = self.client.commit(operations, f"Upload TensorBoard logs: {files} file(s), {size} bytes")
-            for batch in batches:
-                batch.record(info)
-        logger.info("Committed %d file(s) to %s (%s)", files, self.client.target.repo_id, info.oid)
-        if any(u.spec.squash for u in uploaders):
-            self.client.squash()
+            # In logdir order, then name order: TensorBoard never sees a later event file of a run without the
+            # earlier ones, even when a backlog goes up in several commits.
+            items = [(batch, i) for batch in batches for i in range(len(batch.planned))]
+            info = None
+            while items:
+                room = self.max_files_per_commit - (1 if self.client.card_pending else 0)
+                chunk, items = items[:room], items[room:]
+                size = sum(batch.planned[i].size for batch, i in chunk)
+                info = self.client.commit([batch.operations[i] for batch, i in chunk],
+                                          f"Upload TensorBoard logs: {len(chunk)} file(s), {size} bytes")
+                for batch in batches:
+                    indices = [i for b, i in chunk if b is batch]
+                    if indices:
+                        batch.record(info, indices)
+                logger.info("Committed %d file(s) to %s (%s)", len(chunk), self.client.target.repo_id, info.oid)
+        self._squash_if_asked([u.spec.squash for u in uploaders])
         return info
+
+
+    def _squash_if_asked(self, policies: list[bool | int]) -> None:
+        if any(policy is True for policy in policies):
+            self.client.squash()
+            return
+        limits = [policy for policy in policies if policy]
+        if limits and self.client.commit_count() > min(limits):
+            self.client.squash()
 
 
 class CommitterMember:
@@ -346,11 +437,15 @@ class CommitterMember:
         """The Future of the committer's next push, scheduled or triggered, without asking for one."""
         return self.committer.next_push()
 
-    def trigger(self) -> Future:
+    def trigger(self, timeout: float | None = None) -> Future:
         """Push now; the Future resolves to the commit info, or None if nothing had changed.
 
         Everything logged before this call is in that commit. If a push is already waiting to start, its Future is
-        returned instead of queueing another.
+        returned instead of queueing another. A push that fails, or has not finished after `timeout` seconds (the
+        writer's `push_timeout` by default), fails the Future with `PushError`; its files stay pending.
+
+        Args:
+            timeout: seconds before the Future fails with `PushError` if the push has not finished.
 
         Example:
             ```py
@@ -361,7 +456,8 @@ class CommitterMember:
             future: Future = Future()
             future.set_exception(CommitterStopped("This writer's pushes are stopped; use `hf-summary sync` to push."))
             return future
-        return self.committer.trigger()
+        timeout = self._member.push_timeout if timeout is None else timeout
+        return self.committer.trigger(None if timeout is None else self.committer.clock() + timeout)
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop pushing this writer's logdir; the thread ends at once when no other writer shares it."""
@@ -373,10 +469,19 @@ class CommitterMember:
         """Final push, waiting at most `timeout` seconds, then stop. Raises what the push raised."""
         if self.stopped:
             return None
+        future = self.committer.trigger(deadline=self.committer.clock() + timeout)
+        progress = FinalPushProgress(f"Final push to {self.committer.client.target.repo_id}")
         try:
-            return self.committer.trigger(deadline=self.committer.clock() + timeout).result(timeout)
+            # The Future fails with PushError at the deadline; waiting a little longer lets that error arrive first.
+            return progress.wait(future, timeout + 5)
         finally:
             self.stop(timeout=1.0)
+
+
+def _reason(error: BaseException) -> str:
+    cause = error.__cause__ if isinstance(error, RetriesExhausted) and error.__cause__ else error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
 
 
 _registry: dict[tuple[Any, ...], Committer] = {}
@@ -384,13 +489,14 @@ _registry_lock = threading.RLock()
 
 
 def join_committer(key: tuple[Any, ...], make: Callable[[], Committer], uploader: Uploader, *, every: float,
-                   before_push: Callable[[], None] = lambda: None) -> CommitterMember:
+                   before_push: Callable[[], None] = lambda: None,
+                   push_timeout: float | None = None) -> CommitterMember:
     """Join the running committer for `key` (endpoint, repo, branch, token, ...), started from `make()` if none."""
     with _registry_lock:
         committer = _registry.get(key)
         if committer is None or committer.stopped:
             committer = _registry[key] = make().start()
-        return committer.join(uploader, every=every, before_push=before_push)
+        return committer.join(uploader, every=every, before_push=before_push, push_timeout=push_timeout)
 
 
 def _forget(committer: Committer) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd
@@ -14,6 +15,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CARD_TAG = "hf-summary-writer"
+
+THREAD_PREFIX = "hf_summary-"  # the names of our threads; huggingface_hub's log records from them are ours to route
+# The huggingface_hub modules that log while a commit is made (each retried request is a warning on stderr).
+_CLIENT_LOGGERS = ("huggingface_hub.utils._http", "huggingface_hub._commit_api", "huggingface_hub.lfs",
+                   "huggingface_hub.hf_api")
+
+
+class _FromOurThreads(logging.Filter):
+    """Routes huggingface_hub's warnings about our background pushes to our debug log instead of stderr.
+
+    A retried request is routine for a push; printed, it would land in the training log at every hiccup. Records
+    from the user's own threads are untouched, and so are huggingface_hub's settings.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR or not (record.threadName or "").startswith(THREAD_PREFIX):
+            return True
+        logger.debug("huggingface_hub: %s", record.getMessage())
+        return False
+
+
+@functools.cache
+def _quiet_client_logs() -> None:
+    for name in _CLIENT_LOGGERS:
+        logging.getLogger(name).addFilter(_FromOurThreads())
 
 
 class HubAuthError(PermissionError):
@@ -74,6 +100,7 @@ class HubClient:
         self.target = target
         self._token = token
         self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
+        _quiet_client_logs()
         self.repo_ready = False
         self._card_checked = False  # the tag goes into our first commit, once per client
 
@@ -115,6 +142,11 @@ class HubClient:
             card.data["tags"] = [*tags, CARD_TAG]
         return CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode())
 
+    @property
+    def card_pending(self) -> bool:
+        """Whether this client's next commit also carries the model card (one more file in it)."""
+        return not self._card_checked
+
     def commit(self, operations: list[CommitOperationAdd], message: str) -> CommitInfo:
         """Commit `operations` to the branch; this client's first commit also adds our tag to the model card.
 
@@ -123,13 +155,23 @@ class HubClient:
         """
         t = self.target
         card = None if self._card_checked else self._card_operation()
+        operations = [*operations, *([card] if card else [])]
         with self._auth_errors("commit"):
+            # One file per upload call: huggingface_hub draws a progress bar on stderr for a batch of several LFS
+            # files, and that would land in the training log at every push.
+            for operation in operations:
+                self.api.preupload_lfs_files(t.repo_id, additions=[operation], repo_type=t.repo_type,
+                                             revision=t.revision)
             info = self.api.create_commit(
-                t.repo_id, operations=[*operations, *([card] if card else [])], commit_message=message,
-                repo_type=t.repo_type, revision=t.revision,
+                t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
             )
         self._card_checked = True
         return info
+
+    def commit_count(self) -> int:
+        """The number of commits on the branch."""
+        t = self.target
+        return len(self.api.list_repo_commits(t.repo_id, repo_type=t.repo_type, revision=t.revision))
 
     def squash(self) -> None:
         t = self.target
@@ -138,6 +180,26 @@ class HubClient:
 
     def _auth_errors(self, action: str) -> _AuthErrors:
         return _AuthErrors(action, self._token)
+
+
+def quiet_operation(path_in_repo: str, path: str) -> CommitOperationAdd:
+    """A `CommitOperationAdd` of a file on disk that uploads without drawing a progress bar.
+
+    huggingface_hub shows a bar for every file it uploads from a path, on stderr, whatever the terminal: in a training
+    log, one per file and per push. Only this operation opts out; the user's own progress-bar settings are untouched.
+    """
+    return _quiet_class()(path_in_repo=path_in_repo, path_or_fileobj=path)
+
+
+@functools.cache
+def _quiet_class() -> type[CommitOperationAdd]:
+    from huggingface_hub import CommitOperationAdd
+
+    class QuietCommitOperationAdd(CommitOperationAdd):
+        def as_file(self, with_tqdm: bool = False) -> Any:
+            return super().as_file(with_tqdm=False)
+
+    return QuietCommitOperationAdd
 
 
 class _AuthErrors:

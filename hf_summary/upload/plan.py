@@ -8,7 +8,6 @@ leaves the machine.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +131,8 @@ class UploadPlanner:
 def snapshot(file: PlannedFile, folder: Path) -> Path:
     """Copy the planned prefix of a file that may still grow, so the client hashes and sends the same bytes."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / file.relpath.replace("/", "%2F")
+    # Named for this process: another process syncing the logdir never overwrites a snapshot we may retry with.
+    target = folder / f"{os.getpid()}-{file.relpath.replace('/', '%2F')}"
     with open(file.local_path, "rb") as src, open(target, "wb") as dst:
         remaining = file.size
         while remaining > 0:
@@ -145,4 +145,6 @@ def snapshot(file: PlannedFile, folder: Path) -> Path:
 
 
 def clear_snapshots(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    """Remove this process's snapshots (another process's may be waiting for its retry)."""
+    for path in folder.glob(f"{os.getpid()}-*"):
+        path.unlink(missing_ok=True)

@@ -128,7 +128,8 @@ class RetryPolicy:
                 delay = self.delay(retry, error)
                 if deadline is not None and clock() + delay > deadline:
                     raise RetriesExhausted(f"{what}: no time left to retry before the deadline") from error
-                logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, _short(error), retry + 1,
+                # Info, not a warning: a transient error retried is routine, and the training log stays clean.
+                logger.info("%s failed (%s); retry %d/%d in %.1fs", what, _short(error), retry + 1,
                                self.attempts - 1, delay)
                 if sleep(delay):
                     raise RetriesExhausted(f"{what}: stopped while waiting to retry") from error

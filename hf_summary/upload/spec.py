@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import defaults
-from ..validation import validate_path_in_repo, validate_patterns, validate_repo_id, validate_repo_type
+from ..validation import (
+    validate_path_in_repo,
+    validate_patterns,
+    validate_repo_id,
+    validate_repo_type,
+    validate_squash,
+)
 from .hub import RepoTarget
 
 
@@ -30,7 +36,8 @@ class UploadSpec:
             puts it at the repo's root.
         allow_patterns: only files matching one of these are pushed; None pushes every file.
         ignore_patterns: files matching one of these are not pushed.
-        squash: squash the branch to one commit after each push.
+        squash: True squashes the branch to one commit after each push; an int N squashes it when it has more than
+            N commits (keeping the history short without rewriting it at every push); False never.
         private: create the repo private; ignored if it exists.
 
     Raises:
@@ -50,7 +57,7 @@ class UploadSpec:
     path_in_repo: str | None = defaults.PATH_IN_REPO
     allow_patterns: tuple[str, ...] | None = (defaults.ALLOW_PATTERNS,)
     ignore_patterns: tuple[str, ...] = ()
-    squash: bool = False
+    squash: bool | int = False
     private: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +66,7 @@ class UploadSpec:
         validate_path_in_repo(self.path_in_repo)
         validate_patterns("allow_patterns", self.allow_patterns)
         validate_patterns("ignore_patterns", self.ignore_patterns)
+        validate_squash(self.squash)
         # Lists are accepted, as huggingface_hub accepts them; stored as tuples so that the spec stays hashable.
         object.__setattr__(self, "allow_patterns", _as_tuple(self.allow_patterns))
         object.__setattr__(self, "ignore_patterns", _as_tuple(self.ignore_patterns) or ())
@@ -73,7 +81,7 @@ class UploadSpec:
         path_in_repo: str | None = defaults.PATH_IN_REPO,
         allow_patterns: list[str] | tuple[str, ...] | str | None = defaults.ALLOW_PATTERNS,
         ignore_patterns: list[str] | tuple[str, ...] | str | None = None,
-        squash: bool = False,
+        squash: bool | int = False,
         private: bool | None = None,
     ) -> UploadSpec:
         """A spec from huggingface_hub-style arguments, where None means the default repo type and branch."""
@@ -113,8 +121,10 @@ class UploadSpec:
             words += ["--exclude", *self.ignore_patterns]
         if self.private:
             words += ["--private"]
-        if self.squash:
+        if self.squash is True:
             words += ["--squash"]
+        elif self.squash:
+            words += ["--squash", str(self.squash)]
         return words
 
     def sync_command(self, logdir: str | os.PathLike[str]) -> str:

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .hub import quiet_operation
 from .plan import PlannedFile, UploadPlanner, clear_snapshots, snapshot
 from .spec import UploadSpec
 from .state import STATE_DIR, FileRecord, UploadState, target_key
@@ -35,6 +36,9 @@ class Uploader:
         allow = list(spec.allow_patterns) if spec.allow_patterns is not None else None
         self.planner = UploadPlanner(logdir, allow, default_ignore_patterns(spec.ignore_patterns))
         self._open_files = open_files
+        # The operations of a commit that failed, kept for the retry: what they uploaded is not sent again (and
+        # huggingface_hub does not draw an "Upload 0 LFS files" bar for content the Hub already has).
+        self._pending_operations: dict[str, tuple[PlannedFile, Path, CommitOperationAdd]] = {}
 
     def state(self) -> UploadState:
         s = self.spec
@@ -56,27 +60,35 @@ class Uploader:
         planned = self.planner.plan(committed, self._open_files())
         if not planned:
             return None
-        snapshots = state.folder / "snapshots"
-        stack.callback(clear_snapshots, snapshots)
-        return Batch(state, committed, planned, self._operations(planned, snapshots))
+        return Batch(self, state, committed, planned, self._operations(planned, state.folder / "snapshots"))
 
     def _operations(self, planned: list[PlannedFile], snapshots: Path) -> list[CommitOperationAdd]:
-        from huggingface_hub import CommitOperationAdd
+        operations = []
+        for file in planned:
+            kept = self._pending_operations.get(file.relpath)
+            if kept is None or not _same(kept[0], file) or not kept[1].is_file():
+                source = file.local_path if file.final else snapshot(file, snapshots)
+                kept = self._pending_operations[file.relpath] = (
+                    file, source, quiet_operation(f"{self.path_in_repo}/{file.relpath}", str(source)))
+            operations.append(kept[2])
+        return operations
 
-        return [
-            CommitOperationAdd(
-                path_in_repo=f"{self.path_in_repo}/{file.relpath}",
-                path_or_fileobj=str(file.local_path if file.final else snapshot(file, snapshots)),
-            )
-            for file in planned
-        ]
+    def _committed(self, snapshots: Path) -> None:
+        self._pending_operations.clear()
+        clear_snapshots(snapshots)
+
+
+def _same(a: PlannedFile, b: PlannedFile) -> bool:
+    return (a.size, a.mtime_ns, a.final) == (b.size, b.mtime_ns, b.final)
 
 
 class Batch:
     """One logdir's part of a commit: what is sent, and how to record it once the commit is made."""
 
-    def __init__(self, state: UploadState, committed: dict[str, FileRecord], planned: list[PlannedFile],
-                 operations: list[CommitOperationAdd]) -> None:
+    def __init__(self, uploader: Uploader, state: UploadState, committed: dict[str, FileRecord],
+                 planned: list[PlannedFile], operations: list[CommitOperationAdd]) -> None:
+        self._uploader = uploader
+        self._recorded: set[int] = set()
         self.state = state
         self.committed = committed
         self.planned = planned
@@ -86,12 +98,17 @@ class Batch:
     def size(self) -> int:
         return sum(file.size for file in self.planned)
 
-    def record(self, info: CommitInfo) -> None:
-        """Save in the upload state that the commit `info` holds these files."""
-        for file, operation in zip(self.planned, self.operations, strict=True):
+    def record(self, info: CommitInfo, indices: list[int] | None = None) -> None:
+        """Save in the upload state that the commit `info` holds these files (all of them, or those at `indices`)."""
+        chosen = list(range(len(self.planned))) if indices is None else indices
+        for i in chosen:
+            file, operation = self.planned[i], self.operations[i]
             sha = operation.upload_info.sha256.hex() if operation.upload_info.is_hashed else ""
             self.committed[file.relpath] = FileRecord(file.size, sha, info.oid, file.mtime_ns)
-        self.state.save(self.committed)
+        self.state.save(self.committed)  # at each commit: an interruption between commits resumes after this one
+        self._recorded.update(chosen)
+        if len(self._recorded) == len(self.planned):
+            self._uploader._committed(self.state.folder / "snapshots")
 
 
 def default_ignore_patterns(extra: tuple[str, ...] | list[str] | str | None) -> list[str]:

@@ -1,0 +1,444 @@
+"""The guardian: a small process that pushes a run whose training process died before closing its writers.
+
+SIGKILL, a segfault, `os._exit`, SIGTERM without `push_on_sigterm`, a notebook kernel dying: none of them runs
+`close()` or the exit hook, so the final push never happens. The first `HFSummaryWriter` of a process starts one
+guardian (`watch()`); it blocks reading a socket of which only the training process holds the other end, and does
+nothing else while that process lives. The protocol is JSON lines, training process to guardian:
+
+- `{"op": "watch", "id": N, "logdir": ..., "spec": {...}, "token": ..., "timeout": ..., "environ": {...}}` when a
+  writer starts. The token travels only here: never in the guardian's argv, environment, logs or files.
+- `{"op": "release", "id": N}` when a writer closed (its final push ran). After the last release the training
+  process closes its end, and the guardian, seeing end-of-file with nothing watched, exits.
+
+End-of-file with logdirs still watched means the training process died: the guardian pushes them with the code of
+`hf-summary sync` (a `Committer` with one `Uploader` per logdir, same plan, state and lock, so nothing is sent twice
+and a later sync finds nothing left), retrying for `timeout` seconds, writes the outcome and the `hf-summary sync`
+command to `<logdir>/.hf_summary/guardian.log`, and exits. SIGTERM (a cluster ending the job signals every process
+of it) makes it push at once, within `SIGTERM_GRACE` seconds.
+
+Process hygiene: the guardian runs in a session of its own (a Jupyter kernel restart kills the kernel's process
+group, a terminal's Ctrl-C its foreground group), its stdout and stderr go to /dev/null, and the training process
+reaps it (a thread parked in `waitpid`) so that it is never a zombie while that process lives. Forked children of
+the training process (DataLoader workers) close their copy of the socket at once, so the guardian still sees
+end-of-file when the training process dies, and never start or talk to a guardian.
+
+While waiting, this module (the guardian's entry point, `python -m hf_summary.upload.guardian`) imports only the
+standard library: huggingface_hub and the upload code are imported once there is something to push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import math
+import os
+import select
+import signal
+import site
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from .. import defaults
+from ..threads import start_thread
+
+if TYPE_CHECKING:
+    from .spec import UploadSpec
+
+# Named, not __name__: run as `python -m`, this module is __main__, and its records must reach the package's handlers.
+logger = logging.getLogger("hf_summary.upload.guardian")
+
+# Slurm's default KillWait and Kubernetes' default terminationGracePeriodSeconds are 30 s: SIGKILL follows SIGTERM
+# after that, so a push started on SIGTERM stops retrying a little before.
+SIGTERM_GRACE = 25.0
+# The push is also bounded by SIGALRM's default action, this long after its deadline: a request or a lock that hangs
+# past every timeout cannot keep the guardian alive.
+_HARD_STOP_MARGIN = 60
+LOG_NAME = "guardian.log"
+_EXIT_WAIT = 5.0  # seconds the last release waits for the guardian to exit
+
+# Variables the guardian's environment leaves out (environments of processes can be listed); they are passed over
+# the socket instead, with the endpoint the training process's huggingface_hub actually uses.
+_TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# A send to a guardian that died must fail with an error, not kill the training process with SIGPIPE (a program may
+# have restored SIGPIPE's default action). macOS has no MSG_NOSIGNAL; Python ignores SIGPIPE there by default.
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+# The training process's side -----------------------------------------------------------------------------------------
+
+
+class Watch:
+    """One logdir this process's guardian pushes if the process dies before `release()`; returned by `watch()`."""
+
+    def __init__(self, watch_id: int | None) -> None:
+        self._id = watch_id
+
+    @property
+    def active(self) -> bool:
+        """Whether the guardian was told about the logdir and it is not released yet."""
+        return self._id is not None
+
+    def release(self) -> None:
+        """The writer closed and its final push ran: the guardian forgets the logdir (it exits after the last one).
+
+        Idempotent, and a no-op in a forked child.
+
+        Example:
+            ```py
+            >>> handle = watch("runs/exp1", UploadSpec("me/my-run"))
+            >>> handle.release()
+            ```
+        """
+        watch_id, self._id = self._id, None
+        if watch_id is not None:
+            _client.release(watch_id)
+
+
+def watch(logdir: str | os.PathLike[str], spec: UploadSpec, token: str | None = None, *,
+          timeout: float = defaults.CRASH_UPLOAD_TIMEOUT) -> Watch:
+    """Have this process's guardian push `logdir` to `spec` if the process ends before the handle is released.
+
+    Starts the guardian process on first use; one serves every writer of the process. Never raises: a guardian
+    that cannot be started (or a forked child, whose parent's guardian it is) gives an inactive handle, logged at
+    debug level, and the run goes on as before.
+
+    Args:
+        logdir: the folder the writer logs to.
+        spec: where it goes, and which of its files.
+        token: the writer's `token` argument; None uses the one huggingface_hub finds (HF_TOKEN, `hf auth login`).
+        timeout: seconds the guardian keeps retrying the push after the process died.
+
+    Returns:
+        The handle whose `release()` tells the guardian the writer closed.
+
+    Example:
+        ```py
+        >>> from hf_summary import UploadSpec
+        >>> from hf_summary.upload import guardian
+        >>> handle = guardian.watch("runs/exp1", UploadSpec("me/my-run"))
+        >>> guardian.current_pid()   # the guardian process
+        4242
+        >>> handle.release()         # after the final push
+        ```
+    """
+    try:
+        from huggingface_hub import constants
+
+        environ = {name: os.environ[name] for name in _TOKEN_VARIABLES if name in os.environ}
+        return _client.watch({
+            "logdir": os.path.abspath(logdir), "spec": dataclasses.asdict(spec), "token": token, "timeout": timeout,
+            "environ": {**environ, "HF_ENDPOINT": constants.ENDPOINT},
+        })
+    except Exception as error:
+        logger.debug("No guardian process for %s (a crash will not push it): %s", logdir, error)
+        return Watch(None)
+
+
+def current_pid() -> int | None:
+    """The pid of this process's guardian, or None when none is running (nothing watched, or a forked child).
+
+    Example:
+        ```py
+        >>> from hf_summary.upload import guardian
+        >>> guardian.current_pid() is None   # before any writer, and after the last one closed
+        True
+        ```
+    """
+    return _client.pid()
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+class _Client:
+    """The guardian of this process: started on the first watch, sent JSON lines, closed after the last release."""
+
+    def __init__(self) -> None:
+        # Reentrant: the fork hook takes it, and a fork may come from a thread that holds it.
+        self._lock = threading.RLock()
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reaper: threading.Thread | None = None
+        self._watches: dict[int, bytes] = {}  # id -> its watch message, sent again to a replacement guardian
+        self._ids = itertools.count(1)
+        self._forked = False
+        self._fork_hook = False
+
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None and not self._forked else None
+
+    def watch(self, message: dict[str, Any]) -> Watch:
+        if self._forked:
+            return Watch(None)
+        with self._lock:
+            watch_id = next(self._ids)
+            data = _encode({"op": "watch", "id": watch_id, **message})
+            self._watches[watch_id] = data
+            try:
+                if not self._send(data):
+                    # None yet, or it died (killed, or pushed on SIGTERM): a new one, told every logdir still watched.
+                    self._start()
+                    for pending in self._watches.values():
+                        self._send(pending, replace=False)
+            except BaseException:
+                del self._watches[watch_id]
+                if not self._watches:
+                    self._close()
+                raise
+        return Watch(watch_id)
+
+    def release(self, watch_id: int) -> None:
+        if self._forked:
+            return
+        with self._lock:
+            if self._watches.pop(watch_id, None) is None:
+                return
+            self._send(_encode({"op": "release", "id": watch_id}))
+            if self._watches:
+                return
+            reaper = self._reaper
+            self._close()  # end-of-file with nothing watched: the guardian exits
+        if reaper is not None:
+            # It exits within milliseconds; waiting for it makes a clean close leave no process or thread behind.
+            reaper.join(_EXIT_WAIT)
+
+    def _send(self, data: bytes, *, replace: bool = True) -> bool:
+        """Send one line; False if there is no guardian to send to (a dead one is dropped).
+
+        Raises:
+            OSError: the send failed and `replace` is False (a guardian just started died at once).
+        """
+        if self._sock is None:
+            return False
+        try:
+            self._sock.sendall(data, _NOSIGNAL)
+        except OSError:
+            self._close()
+            if not replace:
+                raise
+            return False
+        return True
+
+    def _start(self) -> None:
+        if not self._fork_hook:
+            # Holding the lock across fork() keeps a fork from landing between the socket's creation and its record
+            # in self._sock, where the child could not find it to close it.
+            os.register_at_fork(before=lambda: self._lock.acquire(), after_in_parent=lambda: self._lock.release(),
+                                after_in_child=self._after_fork_in_child)
+            self._fork_hook = True
+        ours, theirs = socket.socketpair()
+        env = {name: value for name, value in os.environ.items() if name not in _TOKEN_VARIABLES}
+        if _PACKAGE_ROOT not in {*site.getsitepackages(), site.getusersitepackages()}:
+            # A source checkout: the guardian must import this very package. A site-packages folder is left out:
+            # put first on the path, it could shadow the standard library.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hf_summary.upload.guardian"], stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=env, close_fds=True, start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        # Reaped the moment it exits, whenever that is: a guardian that ended never lingers as a zombie.
+        reaper = start_thread(proc.wait, name="hf_summary-guardian-reaper")
+        self._sock, self._proc, self._reaper = ours, proc, reaper
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._proc = self._reaper = None
+
+    def _after_fork_in_child(self) -> None:
+        # Only the training process may hold its end of the socket: a forked worker keeping it open would hide the
+        # training process's death from the guardian. close(), never shutdown(): the socket is shared with the parent.
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._proc = self._reaper = None
+        self._watches = {}
+        self._forked = True
+        self._lock = threading.RLock()  # the parent's may have been held by one of its other threads
+
+
+_client = _Client()
+
+
+# The guardian's side -------------------------------------------------------------------------------------------------
+
+
+class _Guardian:
+    """Waits for end-of-file (or SIGTERM) on `fd`, then pushes every logdir still watched."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._watches: dict[int, dict[str, Any]] = {}
+        self._buffer = b""
+        self._parent = os.getppid()
+        self._terminated = False
+        self._deadline = math.inf  # a time.monotonic() value; SIGTERM brings it closer
+        # SIGTERM wakes the select() of the wait and of the backoff through this pipe: no polling, no exception
+        # raised into the middle of a push.
+        self._wake, wake_w = os.pipe()
+        os.set_blocking(self._wake, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._terminated = True
+        self._deadline = min(self._deadline, time.monotonic() + SIGTERM_GRACE)
+
+    def run(self) -> int:
+        """Wait, then push what is watched; the exit status is 0 unless a push failed."""
+        while not self._terminated:
+            readable, _, _ = select.select([self._fd, self._wake], [], [])
+            if self._fd in readable and not self._receive():
+                break
+        if not self._watches:
+            return 0
+        if self._terminated:
+            reason = "The guardian received SIGTERM"
+        else:
+            reason = f"The training process (pid {self._parent}) ended without closing its writer"
+        return 0 if self._push_all(reason) else 1
+
+    def _receive(self) -> bool:
+        """Read what the training process sent; False at end-of-file."""
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
+        for line in lines:
+            try:
+                message = json.loads(line)
+                if message["op"] == "watch":
+                    self._watches[message["id"]] = message
+                elif message["op"] == "release":
+                    self._watches.pop(message["id"], None)
+            except (ValueError, KeyError, TypeError):
+                continue  # not ours; the next line may be
+        return True
+
+    def _push_all(self, reason: str) -> bool:
+        watches = list(self._watches.values())
+        budget = max(float(w["timeout"]) for w in watches)
+        self._deadline = min(self._deadline, time.monotonic() + budget)
+        signal.alarm(math.ceil(self._deadline - time.monotonic()) + _HARD_STOP_MARGIN)
+        # Before huggingface_hub is imported: it reads the endpoint once, at import. Nobody sees progress bars here.
+        os.environ.update(watches[0]["environ"])
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+        for w in watches:
+            if not os.path.isdir(w["logdir"]):
+                continue  # deleted since: pushing would create it again (for its state folder)
+            spec = w["spec"]
+            key = (spec["repo_type"], spec["repo_id"], spec["revision"], w["token"])
+            # One member per logdir and spec: two uploaders of one logdir would wait on each other's lock.
+            groups.setdefault(key, {})[json.dumps([w["logdir"], spec], sort_keys=True)] = w
+        results = [self._push_group(reason, list(members.values())) for members in groups.values()]
+        return all(results)
+
+    def _push_group(self, reason: str, watches: list[dict[str, Any]]) -> bool:
+        """Push the logdirs bound for one repo and branch in one commit, as `hf-summary sync` does, until the
+        deadline; log the outcome to each logdir's guardian.log."""
+        from .committer import Committer
+        from .hub import HubAuthError, HubClient
+        from .retry import RetryPolicy
+        from .spec import UploadSpec
+        from .uploader import Uploader
+
+        members = [(Path(w["logdir"]), UploadSpec(**w["spec"])) for w in watches]
+        spec = members[0][1]
+        names = ", ".join(str(logdir) for logdir, _ in members)
+        commands = "\n".join(f"  {s.sync_command(logdir)}" for logdir, s in members)
+        with _logging_to([logdir / ".hf_summary" / LOG_NAME for logdir, _ in members]):
+            logger.info("%s: pushing %s to %s. If no line below says it was pushed, upload what is left "
+                           "with:\n%s", reason, names, spec.repo_id, commands)
+            try:
+                policy = RetryPolicy()
+                committer = Committer(HubClient(spec.target(), token=watches[0]["token"]), retry=policy)
+                for logdir, member_spec in members:
+                    committer.join(Uploader(logdir, member_spec))
+                failures = 0
+                while True:
+                    try:
+                        info = committer.push(deadline=self._deadline)
+                    except HubAuthError:
+                        raise  # retrying cannot help
+                    except Exception as error:
+                        failures += 1
+                        now = time.monotonic()
+                        delay = policy.next_push_delay(failures, max(0.0, self._deadline - now), error)
+                        if now + delay >= self._deadline:
+                            raise
+                        self._sleep(delay)
+                        continue
+                    break
+            except Exception as error:
+                failed = f"{type(error).__name__}: {error}"
+                if error.__cause__ is not None:  # RetriesExhausted: what the Hub answered last is the useful part
+                    failed += f"; last error: {type(error.__cause__).__name__}: {error.__cause__}"
+                logger.error("Could not push %s to %s (%s). Your logs are safe on disk; upload them with:\n%s",
+                             names, spec.repo_id, failed, commands)
+                return False
+            if info is None:
+                logger.info("Nothing was left to push: %s is already on the Hub.", names)
+            else:
+                logger.info("Pushed %s to %s (commit %s).", names, spec.repo_id, info.oid[:12])
+            return True
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait between pushes; SIGTERM cuts the wait short (the deadline moved closer)."""
+        select.select([self._wake], [], [], seconds)
+        try:
+            os.read(self._wake, 64)
+        except BlockingIOError:
+            pass
+
+
+@contextmanager
+def _logging_to(paths: list[Path]) -> Iterator[None]:
+    """Send the package's log records (ours, the committer's, the retries') to `paths` while the block runs."""
+    package = logging.getLogger("hf_summary")
+    handlers = []
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(handler)
+        package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            package.removeHandler(handler)
+            handler.close()
+
+
+def main() -> int:
+    """The guardian process: its socket to the training process is its stdin."""
+    os.chdir("/")  # hold no mount busy; every path it is sent is absolute
+    return _Guardian(sys.stdin.fileno()).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,10 @@ CRASH_UPLOAD_TIMEOUT = 300.0  # seconds the guardian retries the push of a run w
 # several commits of at most this many files, each recorded as it lands.
 MAX_FILES_PER_COMMIT = 100
 
+# Commits all writers of a repo make together in an hour, across machines (the Hub's commit quota is per repo and
+# not documented; users report 429s from a few hundred an hour). Read from the repo's own history before each push.
+MAX_COMMITS_PER_HOUR = 60
+
 QUEUE_SIZE = 10_000  # events waiting in memory before logging blocks
 # Small on purpose: the Hub replaces a file whole, so the file still growing is re-sent at each push. Closing it at
 # the first push past this size makes a commit send the new bytes plus at most this much again.

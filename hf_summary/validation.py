@@ -63,6 +63,7 @@ def validate_arguments(
     max_file_size: object,
     close_timeout: object,
     push_timeout: object,
+    max_commits_per_hour: object,
 ) -> None:
     """Check the writer's arguments.
 
@@ -88,3 +89,7 @@ def validate_arguments(
         raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}.")
     if isinstance(push_timeout, bool) or not isinstance(push_timeout, numbers.Real) or not float(push_timeout) > 0:
         raise ValueError(f"push_timeout must be a positive number of seconds, got {push_timeout!r}.")
+    if max_commits_per_hour is not None and (isinstance(max_commits_per_hour, bool) or
+                                             not isinstance(max_commits_per_hour, int) or max_commits_per_hour < 1):
+        raise ValueError(f"max_commits_per_hour must be a number of commits >= 1, or None for no budget, got "
+                         f"{max_commits_per_hour!r}.")

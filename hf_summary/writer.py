@@ -20,6 +20,7 @@ from . import defaults
 from .local_writer import LocalSummaryWriter, default_logdir
 from .upload.committer import Committer, join_committer
 from .upload.hub import HubAuthError, HubClient, is_offline
+from .upload.machine import MachineRegistry
 from .upload.spec import UploadSpec
 from .upload.uploader import Uploader
 from .validation import validate_arguments
@@ -55,6 +56,9 @@ class HFSummaryWriter(LocalSummaryWriter):
         hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
         push_timeout: seconds after which a `scheduler.trigger()` Future fails with `hf_summary.PushError` if its
             push has not finished, even when the Hub accepts connections and never answers. Defaults to 120.
+        max_commits_per_hour: the commits that all writers of the repo (on every machine) make together in an hour.
+            Before a scheduled push, the writer reads the repo's recent history (one request); when the budget is
+            spent, it waits and carries more in its next commit. None for no budget. Defaults to 60.
         crash_upload: if this process ends without closing the writer (SIGKILL, a crash, `os._exit`, a dead
             notebook kernel), a small guardian process pushes what is on disk, as `hf-summary sync` would. Not
             started offline or on ranks other than 0. Defaults to True.
@@ -94,6 +98,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         close_timeout: float = defaults.CLOSE_TIMEOUT,
         hub_timeout: float = defaults.HUB_TIMEOUT,
         push_timeout: float = defaults.PUSH_TIMEOUT,
+        max_commits_per_hour: int | None = defaults.MAX_COMMITS_PER_HOUR,
         push_on_sigterm: bool = False,
         other_ranks: str = "skip",
         crash_upload: bool = True,
@@ -104,6 +109,7 @@ class HFSummaryWriter(LocalSummaryWriter):
             repo_id=repo_id, logdir=logdir, commit_every=commit_every, repo_type=repo_type,
             path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
             max_file_size=max_file_size, close_timeout=close_timeout, push_timeout=push_timeout,
+            max_commits_per_hour=max_commits_per_hour,
         )
         if other_ranks not in ("skip", "local"):
             raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
@@ -128,7 +134,13 @@ class HFSummaryWriter(LocalSummaryWriter):
         # Writers of one process pushing to one repo and branch share a committer and its client (committer.py).
         key = (constants.ENDPOINT, spec.repo_type, spec.repo_id, spec.revision, token, offline)
         self.scheduler = join_committer(
-            key, lambda: Committer(HubClient(spec.target(), token=token), every=commit_every, enabled=not offline),
+            key, lambda: Committer(
+                HubClient(spec.target(), token=token), every=commit_every, enabled=not offline,
+                max_commits_per_hour=max_commits_per_hour,
+                # Processes of this machine pushing to this repo and branch take turns (upload/machine.py).
+                machine=None if offline else MachineRegistry(
+                    f"{constants.ENDPOINT} {spec.repo_type} {spec.repo_id} {spec.revision}"),
+            ),
             Uploader(Path(logdir), spec, open_files=self._open_event_files),
             every=commit_every, before_push=self._flush_for_push, push_timeout=push_timeout,
         )

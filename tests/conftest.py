@@ -31,12 +31,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture
 def hub() -> Iterator[LocalHub]:
-    """The session's server, healthy at the start of each test whatever the previous one did to it."""
+    """The session's server, healthy and without limits at the start of each test whatever the previous one did."""
     HUB.resume()
     HUB.clear_faults()
+    HUB.set_limits()
     yield HUB
     HUB.resume()
     HUB.clear_faults()
+    HUB.set_limits()
 
 
 @pytest.fixture

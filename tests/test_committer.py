@@ -62,6 +62,10 @@ class FakeClient:
     commits: list[list[str]] = field(default_factory=list)
 
     card_pending: bool = False
+    history: list[float] = field(default_factory=list)  # ages of the branch's recent commits, as the Hub shows them
+
+    def commit_ages(self, window: float) -> list[float]:
+        return [age for age in self.history if age <= window]
 
     def ensure_repo(self) -> str:
         self.repo_ready = True
@@ -275,3 +279,40 @@ def test_a_backlog_goes_up_in_bounded_commits_in_name_order_and_resumes(tmp_path
     assert [len(c) for c in client.commits] == [100, 100, 50]  # the rest, nothing twice
     sent = [path for commit in client.commits for path in commit]
     assert sent == sorted(sent) and len(set(sent)) == 250
+
+
+def test_a_spent_commit_budget_delays_scheduled_pushes_not_triggered_ones(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, logdir = _committer(tmp_path, client, clock, every=1.0)
+    committer.max_commits_per_hour = 2
+    client.repo_ready = True
+    client.history = [100.0, 200.0]  # other machines' commits, read from the repo's history
+    committer.run_once()
+    assert clock.waits == [60.0] and client.commits == []  # scheduled push held back: the budget is spent
+    clock.waits.clear()
+    client.history = []  # the hour of those commits is over
+    committer.run_once()
+    assert clock.waits == [pytest.approx(3400.0)] and len(client.commits) == 1  # waited for the free slot
+    client.history = [10.0, 20.0]
+    _log(logdir, 1)
+    assert committer.trigger()  # a trigger is not held back
+    committer.run_once()
+    assert len(client.commits) == 2
+
+
+def test_a_429_widens_the_interval_and_successes_narrow_it_back(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, logdir = _committer(tmp_path, client, clock, every=1.0,
+                                   policy=RetryPolicy(attempts=1, base=1.0, cap=8.0))
+    client.failures = [HubError(429, {"Retry-After": "5"})]
+    committer.run_once()
+    clock.waits.clear()
+    committer.run_once()  # retried after Retry-After, succeeded
+    assert clock.waits == [8.0] and len(client.commits) == 1
+    widened = []
+    for _ in range(6):
+        _log(logdir, 1)
+        clock.waits.clear()
+        committer.run_once()
+        widened.append(clock.waits[0])
+    assert widened[0] > 60.0 and widened == sorted(widened, reverse=True) and widened[-1] < widened[0]

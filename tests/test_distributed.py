@@ -94,3 +94,39 @@ def test_accelerate_launch_two_processes_one_uploader(hub: LocalHub, repo_id: st
     assert len(_our_commits(hub, repo_id)) == 1  # one uploader: the main process's final push
     run = download_run(hub, repo_id, "tensorboard/run", tmp_path / "dl")
     assert scalars(run, "loss") == [(s, float(s)) for s in range(100)]
+
+
+_TRIAL = textwrap.dedent("""
+    import sys, time
+    from hf_summary import HFSummaryWriter
+    repo_id, logdir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    with HFSummaryWriter(repo_id, logdir=logdir, commit_every=0.05) as writer:   # every 3 s
+        print("started", flush=True)
+        step, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            writer.add_scalar("score", float(step), step)
+            step += 1
+            time.sleep(0.01)
+    print(step, flush=True)
+""")
+
+
+def test_processes_of_one_machine_make_one_commit_per_interval(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    import math
+    import time
+
+    trials, seconds, interval = 8, 30.0, 3.0
+    start = time.monotonic()
+    procs = [subprocess.Popen([sys.executable, "-c", _TRIAL, repo_id, str(tmp_path / f"trial{i}"), str(seconds)],
+                              stdout=subprocess.PIPE, text=True) for i in range(trials)]
+    steps = [int(proc.communicate(timeout=300)[0].split()[-1]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    elapsed = time.monotonic() - start
+    commits = len(_our_commits(hub, repo_id))
+    # One commit per interval for the whole machine, plus each trial's final push (the first trial to start may
+    # push once before the others have registered).
+    assert commits <= math.ceil(elapsed / interval) + trials + 1, (commits, elapsed)
+    assert commits < trials * seconds / interval / 2  # far fewer than one commit per interval per process
+    for i, count in enumerate(steps):
+        run = download_run(hub, repo_id, f"tensorboard/trial{i}", tmp_path / "dl" / str(i))
+        assert [s for s, _ in scalars(run, "score")] == list(range(count))

@@ -134,9 +134,10 @@ def test_soak_memory_and_threads_stay_flat(hub: LocalHub, repo_id: str, logdir: 
 
     hub.reset_stats()
     # A process of its own, so that the RSS measured is the writer's, not the in-process server's.
-    out = subprocess.run([sys.executable, "-c", _SOAK, repo_id, str(logdir), "30"], capture_output=True, text=True,
-                         timeout=300, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    child = subprocess.run([sys.executable, "-c", _SOAK, repo_id, str(logdir), "30"], capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout.strip().splitlines()[-1])
     samples = result["samples"]
     assert hub.stats.commits >= 5
     warm, end = samples[len(samples) // 3], samples[-1]

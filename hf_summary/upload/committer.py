@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 from .. import defaults
 from ..threads import Timer, start_thread
 from .hub import THREAD_PREFIX
+from .machine import MachineRegistry
 from .progress import FinalPushProgress
-from .retry import RetriesExhausted, RetryPolicy
+from .retry import RetriesExhausted, RetryPolicy, http_status
+from .uploader import Uploader
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
 
     from .hub import HubClient
-    from .uploader import Uploader
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class _Request:
     future: Future = field(default_factory=Future)
     deadline: float | None = None  # a clock() value after which the push stops retrying and its Future fails
     timer: threading.Timer | None = None  # fails the Future at the deadline, even if the Hub never answers
+    asked: bool = False  # by trigger(); a scheduled push is not, and may skip its turn or wait for the budget
 
 
 class Committer:
@@ -114,6 +116,11 @@ class Committer:
         enabled: False makes no network call at all (offline mode): pushes resolve to None.
         max_files_per_commit: a push with more files than this goes up in several commits, each recorded as it
             lands.
+        machine: the registry that the committers of this machine's processes share for this repo, so that they
+            make one commit per interval between them; None pushes only this committer's members.
+        max_commits_per_hour: the commits all writers of the repo make together in an hour, read from the repo's
+            history before each scheduled push (one request); when spent, the push waits and carries more. None
+            for no budget. Triggered pushes (`trigger()`, the final push) are not held back.
         clock: seconds on a monotonic clock.
         wait: how the thread waits for the next push; a test passes one that moves a fake clock instead.
 
@@ -134,11 +141,18 @@ class Committer:
         retry: RetryPolicy | None = None,
         enabled: bool = True,
         max_files_per_commit: int = defaults.MAX_FILES_PER_COMMIT,
+        max_commits_per_hour: int | None = defaults.MAX_COMMITS_PER_HOUR,
+        machine: MachineRegistry | None = None,
         clock: Clock = time.monotonic,
         wait: Wait = _wait,
     ) -> None:
         self.client = client
         self.max_files_per_commit = max_files_per_commit
+        self.max_commits_per_hour = max_commits_per_hour
+        self.machine = machine
+        self._pace = 1.0  # the interval's multiplier: widened by 429s, narrowed back slowly by successes
+        self._not_before = 0.0  # a clock() value before which no scheduled push starts (the budget is spent)
+        self._own_commits: list[float] = []  # clock() values of our commits: squashed ones leave the history
         self.enabled = enabled
         self.clock = clock
         self._default_every = every
@@ -170,6 +184,8 @@ class Committer:
             push_timeout: seconds after which the member's `trigger()` Futures fail with `PushError`.
         """
         member = _Member(uploader, self._default_every if every is None else every, before_push, push_timeout)
+        if self.machine is not None:
+            self.machine.register(uploader.logdir, uploader.spec)
         with self._lock:
             self._members.append(member)
         self._wake.set()  # re-plan the next push: the interval may be shorter now
@@ -182,8 +198,18 @@ class Committer:
                 if member in self._members:
                     self._members.remove(member)
                 last = not self._members
+            if self.machine is not None:
+                self._unregister(member.uploader)
             if last:
                 self.stop(timeout)
+
+    def _unregister(self, uploader: Uploader) -> None:
+        try:
+            if not uploader.pending():
+                self.machine.unregister(uploader.logdir)  # type: ignore[union-attr]
+            # else: it stays registered, and the next push of any process of this machine carries what is left
+        except Exception as error:  # the registry is a courtesy: a writer's close never fails because of it
+            logger.debug("Could not update the machine registry: %s", error)
 
     @property
     def uploaders(self) -> list[Uploader]:
@@ -225,7 +251,7 @@ class Committer:
                 future.set_exception(CommitterStopped("The committer is stopped; use `hf-summary sync` to push."))
                 return future
             if self._request is None:
-                self._request = _Request(self._take_next())
+                self._request = _Request(self._take_next(), asked=True)
             request = self._request
             if deadline is not None and (request.deadline is None or deadline < request.deadline):
                 request.deadline = deadline
@@ -298,10 +324,13 @@ class Committer:
             request, self._request = self._request, None
             if request is None and self.clock() < due:
                 return True  # woken to re-plan (a member joined), not to push
+        if request is None and self._budget_spent():
+            return True  # a scheduled push waits for the budget and carries more; a triggered one goes now
+        with self._lock:
             request = request or _Request(self._take_next())
         self.last_future = request.future
         try:
-            _settle(request.future, self.push(request.deadline))
+            _settle(request.future, self.push(request.deadline, scheduled=not request.asked))
         except BaseException as error:  # noqa: B036 - the Future carries it to whoever waits
             failure = PushError(f"The push to {self.client.target.repo_id} failed ({_reason(error)})",
                                 self.sync_command())
@@ -328,15 +357,38 @@ class Committer:
             _settle(self.connected, error=error)
 
     def _next_push_at(self) -> float:
-        interval = self.every * 60
+        interval = self.every * 60 * self._pace
         if self._failures:
             return self._last_push + self._retry.next_push_delay(self._failures, interval, self._last_error)
-        return self._last_push + interval
+        return max(self._last_push + interval, self._not_before)
+
+    def _budget_spent(self) -> bool:
+        """Whether the repo made its `max_commits_per_hour` in the last hour; if so, when the next slot frees."""
+        if not self.max_commits_per_hour or not self.enabled or not self.client.repo_ready:
+            return False
+        now = self.clock()
+        self._own_commits = [t for t in self._own_commits if now - t < 3600]
+        try:
+            ages = self.client.commit_ages(3600)
+        except Exception as error:  # the history unreadable: push anyway, the Hub's own 429 still paces us
+            logger.info("Could not read the history of %s (%s); pushing anyway", self.client.target.repo_id, error)
+            return False
+        ages += [now - t for t in self._own_commits]
+        if len(ages) < self.max_commits_per_hour and len(self._own_commits) < self.max_commits_per_hour:
+            return False
+        oldest = sorted(ages)[:self.max_commits_per_hour][-1]  # the commit whose hour ends first frees a slot
+        self._not_before = now + max(1.0, 3600 - oldest)
+        logger.info("%s made %d commits in the last hour (budget %d): next push in %.0fs", self.client.target.repo_id,
+                    len(ages), self.max_commits_per_hour, self._not_before - now)
+        return True
 
     # Pushing -----------------------------------------------------------------------------------------------------
 
-    def push(self, deadline: float | None = None) -> CommitInfo | None:
+    def push(self, deadline: float | None = None, *, scheduled: bool = False) -> CommitInfo | None:
         """Push on the caller's thread, retrying transient failures until `deadline` (a `clock()` value).
+
+        A scheduled push skips its turn (returns None) when another process of the machine pushed this repo less
+        than an interval ago, or is pushing it now: that commit carries this committer's logdirs too.
 
         Returns:
             The commit, or None when nothing had changed (or the committer is disabled).
@@ -348,23 +400,26 @@ class Committer:
         """
         repo_id = self.client.target.repo_id
         try:
-            info = self._retry.call(self._upload_once, what=f"Push to {repo_id}", deadline=deadline,
+            info = self._retry.call(lambda: self._upload_once(scheduled), what=f"Push to {repo_id}", deadline=deadline,
                                     clock=self.clock, sleep=lambda seconds: self._wait(self._stop, seconds))
         except BaseException as error:
             self._failures += 1
             self._last_error = error
+            if _status(error) == 429:
+                self._pace = min(self._pace * 2, _MAX_PACE)
             # Not a warning: the training log stays clean, the next push retries, and close() reports what is left.
             logger.info("Push to %s failed; the files stay pending for the next push: %s", repo_id, error)
             raise
         else:
             self._failures = 0
             self._last_error = None
+            self._pace = max(1.0, self._pace * 0.8)
             return info
         finally:
             self._last_push = self.clock()
 
-    def _upload_once(self) -> CommitInfo | None:
-        """Flush the writers, plan each logdir under its lock, commit (in chunks), record each, squash if asked."""
+    def _upload_once(self, scheduled: bool = False) -> CommitInfo | None:
+        """Flush the writers, take the machine's turn, plan each logdir under its lock, commit (in chunks), record."""
         with self._lock:
             members = list(self._members)
         for member in members:
@@ -372,9 +427,24 @@ class Committer:
         if not self.enabled or not members:
             return None
         self.client.ensure_repo()
+        own = [m.uploader for m in members]
+        if self.machine is None:
+            return self._commit(own)
+        interval = self.every * 60 * _SKIP_WITHIN if scheduled else None
+        with self.machine.turn(interval, timeout=0.0 if scheduled else _LOCK_WAIT) as entries:
+            if entries is None:
+                return None  # another process of this machine pushed this repo just now, our logdirs with it
+            mine = {u.logdir.resolve() for u in own}
+            others = [Uploader(path, spec) for path, spec in entries.items() if path not in mine and path.is_dir()]
+            info = self._commit(own + others)
+        if others:
+            self.machine.forget_finished({u.logdir for u in others if not u.pending()})
+        return info
+
+    def _commit(self, members: list[Uploader]) -> CommitInfo | None:
         with ExitStack() as stack:
             # Locks are taken in one order, so that processes sharing logdirs cannot deadlock.
-            uploaders = sorted((m.uploader for m in members), key=lambda u: str(u.logdir.resolve()))
+            uploaders = sorted(members, key=lambda u: str(u.logdir.resolve()))
             batches = [batch for u in uploaders if (batch := u.begin(stack)) is not None]
             if not batches:
                 return None
@@ -388,6 +458,7 @@ class Committer:
                 size = sum(batch.planned[i].size for batch, i in chunk)
                 info = self.client.commit([batch.operations[i] for batch, i in chunk],
                                           f"Upload TensorBoard logs: {len(chunk)} file(s), {size} bytes")
+                self._own_commits.append(self.clock())
                 for batch in batches:
                     indices = [i for b, i in chunk if b is batch]
                     if indices:
@@ -476,6 +547,17 @@ class CommitterMember:
             return progress.wait(future, timeout + 5)
         finally:
             self.stop(timeout=1.0)
+
+
+_SKIP_WITHIN = 0.9  # a scheduled push skips its turn when the machine pushed less than this many intervals ago
+_LOCK_WAIT = 60.0  # seconds a triggered push waits for another process's push of the same repo to end
+_MAX_PACE = 16.0  # a repo over its quota pushes at most every 16 intervals until successes narrow it back
+
+
+def _status(error: BaseException) -> int | None:
+    """The HTTP status of a push's failure, looking through RetriesExhausted."""
+    cause = error.__cause__ if isinstance(error, RetriesExhausted) and error.__cause__ else error
+    return http_status(cause)
 
 
 def _reason(error: BaseException) -> str:

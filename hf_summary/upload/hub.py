@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,26 @@ class HubClient:
             )
         self._card_checked = True
         return info
+
+    def commit_ages(self, window: float) -> list[float]:
+        """Seconds since each commit of the branch made in the last `window` seconds, newest first.
+
+        Reads the history newest first and stops at the first older commit: one request in most cases.
+        """
+        from huggingface_hub.utils import build_hf_headers, paginate, parse_datetime
+
+        t = self.target
+        url = f"{self.api.endpoint}/api/{t.repo_type}s/{t.repo_id}/commits/{t.revision}"
+        headers = build_hf_headers(token=self._token, library_name="hf_summary")
+        now = time.time()
+        ages = []
+        with self._auth_errors("read the history"):
+            for item in paginate(url, params={}, headers=headers):
+                age = now - parse_datetime(item["date"]).timestamp()
+                if age > window:
+                    break
+                ages.append(max(0.0, age))
+        return ages
 
     def commit_count(self) -> int:
         """The number of commits on the branch."""

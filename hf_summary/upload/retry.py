@@ -41,13 +41,23 @@ def is_transient(error: BaseException) -> bool:
 
 
 def retry_after(error: BaseException | None) -> float | None:
-    """Seconds the server asked us to wait (a 429's or 503's Retry-After header)."""
+    """Seconds the server asked us to wait: a 429's or 503's `Retry-After`, or its `RateLimit` reset when spent."""
     response = getattr(error, "response", None)
-    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+    headers = getattr(response, "headers", None)
+    if headers is None:
         return None
+    asked: float | None = None
+    value = headers.get("Retry-After")
+    try:
+        asked = max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        pass
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    limit = parse_ratelimit_headers(headers)
+    if limit is not None and limit.remaining == 0:
+        asked = max(asked or 0.0, float(limit.reset_in_seconds))
+    return asked
 
 
 class RetriesExhausted(Exception):
@@ -125,6 +135,9 @@ class RetryPolicy:
             except Exception as error:
                 if not is_transient(error) or retry == self.attempts - 1:
                     raise
+                asked = retry_after(error)
+                if asked is not None and asked > self.cap:
+                    raise  # a quota spent for minutes: the next push waits for it, no retry hammers it meanwhile
                 delay = self.delay(retry, error)
                 if deadline is not None and clock() + delay > deadline:
                     raise RetriesExhausted(f"{what}: no time left to retry before the deadline") from error

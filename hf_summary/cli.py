@@ -105,7 +105,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
 
 
-def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY) -> Committer:
+def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *, batch: bool = False) -> Committer:
     """The committer of the command's repo, with the logdir as its one member (its thread not started)."""
     if is_offline():
         raise CliError("HF_HUB_OFFLINE is set, and this command needs the Hub: unset HF_HUB_OFFLINE (or set it to 0) "
@@ -118,22 +118,20 @@ def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY) -
                           ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
     except ValueError as error:
         raise CliError(str(error)) from None
-    committer = Committer(HubClient(spec.target(), token=args.token), every=every)
+    committer = Committer(HubClient(spec.target(), token=args.token, batch_uploads=batch), every=every)
     committer.join(Uploader(args.logdir, spec), every=every)
     return committer
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    committer = _committer(args)
+    committer = _committer(args, batch=True)  # a person waits: huggingface_hub's one upload bar is the progress
     (uploader,) = committer.uploaders
     pending = uploader.pending()
-    total = sum(file.size for file in pending)
+    if pending:
+        print(f"Uploading {len(pending)} file(s), {sum(file.size for file in pending)} bytes, to {args.repo_id}...",
+              flush=True)
     try:
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"Sync to {args.repo_id}", disable=total == 0) as bar:
-            info = committer.push()
-            bar.update(total)
+        info = committer.push()
     except HubAuthError:
         raise
     except Exception as error:

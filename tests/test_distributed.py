@@ -130,3 +130,23 @@ def test_processes_of_one_machine_make_one_commit_per_interval(hub: LocalHub, re
     for i, count in enumerate(steps):
         run = download_run(hub, repo_id, f"tensorboard/trial{i}", tmp_path / "dl" / str(i))
         assert [s for s, _ in scalars(run, "score")] == list(range(count))
+
+
+def test_machines_that_share_nothing_keep_the_commit_budget(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    import os
+
+    budget, seconds = 4, 12.0
+    script = _TRIAL.replace("commit_every=0.05", f"commit_every=0.02, max_commits_per_hour={budget}")  # 1.2 s
+    procs = []
+    for machine in ("a", "b"):  # two HF cache folders: no lock or registry in common, only the repo's history
+        env = {**os.environ, "HF_HOME": str(tmp_path / f"hf-home-{machine}")}
+        procs += [subprocess.Popen([sys.executable, "-c", script, repo_id, str(tmp_path / f"{machine}{i}"),
+                                    str(seconds)], stdout=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    steps = [int(proc.communicate(timeout=300)[0].split()[-1]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    commits = len(_our_commits(hub, repo_id))
+    # Scheduled pushes stay within the budget; each trial's final push is never held back (one each).
+    assert commits <= budget + len(procs), commits
+    for (machine, i), count in zip([(m, i) for m in "ab" for i in range(2)], steps, strict=True):
+        run = download_run(hub, repo_id, f"tensorboard/{machine}{i}", tmp_path / "dl" / f"{machine}{i}")
+        assert [s for s, _ in scalars(run, "score")] == list(range(count))

@@ -264,3 +264,27 @@ def test_background_threads_leave_signals_to_the_main_thread(hub: LocalHub, repo
         assert not _blocked_signals(threading.main_thread()) >> (signal.SIGTERM - 1) & 1
         hub.clear_faults()
         pending.exception(timeout=60)
+
+
+def test_a_commit_quota_spent_for_a_while_is_waited_for_not_hammered(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                       tmp_path: Path) -> None:
+    window = 40.0
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=0.02, close_timeout=120)  # every 1.2 s
+    try:
+        writer.add_scalar("loss", 0.0, 0)
+        writer.scheduler.trigger().result(timeout=60)
+        hub.reset_stats()
+        hub.set_limits(commit_limit=(1, window))  # the next commits get a 429 until the window has passed
+        for step in range(1, 200):
+            writer.add_scalar("loss", float(step), step)
+            if hub.stats.commits:  # the quota freed a slot and the writer used it
+                break
+            writer.scheduler.next_push().exception(timeout=window + 60)
+        assert hub.stats.commits >= 1
+        # No busy retry: during the window the commit endpoint was asked a handful of times, not every 1.2 s.
+        assert hub.stats.rate_limited <= 3, hub.stats
+    finally:
+        hub.set_limits()
+        writer.close()
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(step + 1))

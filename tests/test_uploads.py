@@ -233,3 +233,32 @@ def test_offline_mode_makes_no_call_and_prints_the_sync_command(hub: LocalHub, r
     assert _cli(*words[1:]).returncode == 0
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "loss")] == list(range(100))
+
+
+def test_a_backlog_syncs_in_commits_of_at_most_100_files_and_resumes(hub: LocalHub, repo_id: str,
+                                                                     tmp_path: Path) -> None:
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    logdir = tmp_path / "offline-week"
+    logdir.mkdir()
+    for n in range(250):  # what an offline week with hourly rolls leaves behind
+        header = Event(wall_time=1.0 + n, file_version="brain.Event:2").SerializeToString()
+        value = Event(wall_time=1.0 + n, step=n, summary=Summary(value=[Summary.Value(tag="x", simple_value=n)]))
+        (logdir / f"events.out.tfevents.{1700000000 + n:010d}.host.1.000").write_bytes(
+            frame_record(header) + frame_record(value.SerializeToString()))
+    hub.reset_stats()
+    hub.set_limits(max_files_per_commit=100, commit_limit=(2, 3600))  # the Hub's advice; a quota that runs out
+    first = _cli("sync", str(logdir), repo_id)
+    assert first.returncode == 1 and "run the same command again" in first.stderr  # interrupted by the quota
+    hub.set_limits(max_files_per_commit=100)
+    second = _cli("sync", str(logdir), repo_id)
+    assert second.returncode == 0, second.stderr
+    ours = [c for c in hub.commits(repo_id) if any(f.startswith("tensorboard/") for f in c.get("files", []))]
+    sizes = [len(c["files"]) for c in reversed(ours)]  # oldest first; the first commit also carries the card
+    assert sizes == [100, 100, 51] and all(len(c["files"]) <= 100 for c in ours)
+    assert hub.stats.limit_rejections == 0
+    uploads = {p: n for p, n in hub.stats.per_path_uploads.items() if p.startswith("tensorboard/")}
+    assert len(uploads) == 250 and set(uploads.values()) == {1}  # the second sync sent the rest, nothing twice
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "x")] == list(range(250))

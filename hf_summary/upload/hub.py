@@ -91,15 +91,18 @@ class HubClient:
     Args:
         target: the repo. `target.repo_id` is replaced by its full `namespace/name` form once the repo exists.
         token: the token, or None to use the one huggingface_hub finds (HF_TOKEN, then `hf auth login`).
+        batch_uploads: upload a commit's files in one batch, with huggingface_hub's progress bar: for a command
+            a person waits on. False (background pushes) uploads them one by one, which draws no bar.
     """
 
-    def __init__(self, target: RepoTarget, token: str | None = None) -> None:
+    def __init__(self, target: RepoTarget, token: str | None = None, *, batch_uploads: bool = False) -> None:
         from huggingface_hub import HfApi
 
         from .. import __version__
 
         self.target = target
         self._token = token
+        self._batch_uploads = batch_uploads
         self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
         _quiet_client_logs()
         self.repo_ready = False
@@ -160,9 +163,8 @@ class HubClient:
         with self._auth_errors("commit"):
             # One file per upload call: huggingface_hub draws a progress bar on stderr for a batch of several LFS
             # files, and that would land in the training log at every push.
-            for operation in operations:
-                self.api.preupload_lfs_files(t.repo_id, additions=[operation], repo_type=t.repo_type,
-                                             revision=t.revision)
+            for batch in [operations] if self._batch_uploads else [[operation] for operation in operations]:
+                self.api.preupload_lfs_files(t.repo_id, additions=batch, repo_type=t.repo_type, revision=t.revision)
             info = self.api.create_commit(
                 t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
             )

@@ -262,3 +262,21 @@ def test_a_backlog_syncs_in_commits_of_at_most_100_files_and_resumes(hub: LocalH
     assert len(uploads) == 250 and set(uploads.values()) == {1}  # the second sync sent the rest, nothing twice
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "x")] == list(range(250))
+
+
+def test_a_growing_file_is_sent_in_place_without_a_copy(hub: LocalHub, repo_id: str, logdir: Path,
+                                                         tmp_path: Path) -> None:
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, push_timeout=3) as writer:
+        for step in range(100):
+            writer.add_scalar("loss", float(step), step)
+        hub.set_faults(1.0, kinds=("hang",))  # the push is under way, and stays so
+        assert writer.scheduler.trigger().exception(timeout=60) is not None
+        # Nothing copied: no disk space needed for the newest file, and no second copy TensorBoard would read.
+        assert [p for p in logdir.rglob("*") if p.is_file() and "tfevents" in p.name and ".hf_summary" in p.parts] == []
+        hub.clear_faults()
+        assert writer.scheduler.trigger(timeout=60).exception(timeout=90) is None
+        for step in range(100, 150):
+            writer.add_scalar("loss", float(step), step)
+    assert not (logdir / ".hf_summary" / "snapshots").exists()
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(150))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd
@@ -205,13 +206,13 @@ class HubClient:
         return _AuthErrors(action, self._token)
 
 
-def quiet_operation(path_in_repo: str, path: str) -> CommitOperationAdd:
-    """A `CommitOperationAdd` of a file on disk that uploads without drawing a progress bar.
+def quiet_operation(path_in_repo: str, path: str | io.BufferedIOBase) -> CommitOperationAdd:
+    """A `CommitOperationAdd` of a file (a path, or an open file) that uploads without drawing a progress bar.
 
     huggingface_hub shows a bar for every file it uploads from a path, on stderr, whatever the terminal: in a training
     log, one per file and per push. Only this operation opts out; the user's own progress-bar settings are untouched.
     """
-    return _quiet_class()(path_in_repo=path_in_repo, path_or_fileobj=path)
+    return _quiet_class()(path_in_repo=path_in_repo, path_or_fileobj=cast(BinaryIO, path))
 
 
 @functools.cache

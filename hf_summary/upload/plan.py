@@ -1,12 +1,13 @@
 """What to send in the next commit: the files that changed, cut at their last complete record.
 
-Closed event files never change, so they are sent once, straight from disk. A file that may still grow is sent from
-a snapshot of its valid prefix, so that the bytes hashed and the bytes uploaded are the same and no torn record
-leaves the machine.
+Closed event files never change, so they are sent once, straight from disk. A file that may still grow is sent as its
+valid prefix, read in place (`FilePrefix`), so that the bytes hashed and the bytes uploaded are the same, no torn
+record leaves the machine, and no copy needs disk space.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -128,23 +129,49 @@ class UploadPlanner:
         return result.valid_size
 
 
-def snapshot(file: PlannedFile, folder: Path) -> Path:
-    """Copy the planned prefix of a file that may still grow, so the client hashes and sends the same bytes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    # Named for this process: another process syncing the logdir never overwrites a snapshot we may retry with.
-    target = folder / f"{os.getpid()}-{file.relpath.replace('/', '%2F')}"
-    with open(file.local_path, "rb") as src, open(target, "wb") as dst:
-        remaining = file.size
-        while remaining > 0:
-            chunk = src.read(min(remaining, 1 << 20))
-            if not chunk:
-                raise OSError(f"{file.local_path} shrank while it was being copied for upload")
-            dst.write(chunk)
-            remaining -= len(chunk)
-    return target
+class FilePrefix(io.BufferedIOBase):
+    """The first `size` bytes of a file that may still grow, read in place: no copy on disk.
 
+    The client hashes and sends exactly these bytes, however much the writer appends meanwhile. It has no
+    `fileno()`, so that nothing measures the whole file with `fstat` instead of the prefix.
 
-def clear_snapshots(folder: Path) -> None:
-    """Remove this process's snapshots (another process's may be waiting for its retry)."""
-    for path in folder.glob(f"{os.getpid()}-*"):
-        path.unlink(missing_ok=True)
+    Args:
+        path: the file.
+        size: bytes of it to expose (its valid prefix when planned).
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._size - self._file.tell()
+        if left <= 0:
+            return b""
+        data = self._file.read(left if size is None or size < 0 else min(size, left))
+        if not data:
+            raise OSError(f"{self._file.name} shrank while it was being uploaded")
+        return data
+
+    read1 = read  # type: ignore[assignment]
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._file.tell(), io.SEEK_END: self._size}[whence]
+        return self._file.seek(max(0, min(self._size, base + offset)))
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"FilePrefix({self._file.name!r}, size={self._size})"

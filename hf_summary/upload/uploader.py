@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .hub import quiet_operation
-from .plan import PlannedFile, UploadPlanner, clear_snapshots, snapshot
+from .plan import FilePrefix, PlannedFile, UploadPlanner
 from .spec import UploadSpec
 from .state import STATE_DIR, FileRecord, UploadState, target_key
 
@@ -38,7 +38,7 @@ class Uploader:
         self._open_files = open_files
         # The operations of a commit that failed, kept for the retry: what they uploaded is not sent again (and
         # huggingface_hub does not draw an "Upload 0 LFS files" bar for content the Hub already has).
-        self._pending_operations: dict[str, tuple[PlannedFile, Path, CommitOperationAdd]] = {}
+        self._pending_operations: dict[str, tuple[PlannedFile, CommitOperationAdd]] = {}
 
     def state(self) -> UploadState:
         s = self.spec
@@ -60,22 +60,28 @@ class Uploader:
         planned = self.planner.plan(committed, self._open_files())
         if not planned:
             return None
-        return Batch(self, state, committed, planned, self._operations(planned, state.folder / "snapshots"))
+        return Batch(self, state, committed, planned, self._operations(planned))
 
-    def _operations(self, planned: list[PlannedFile], snapshots: Path) -> list[CommitOperationAdd]:
+    def _operations(self, planned: list[PlannedFile]) -> list[CommitOperationAdd]:
         operations = []
         for file in planned:
             kept = self._pending_operations.get(file.relpath)
-            if kept is None or not _same(kept[0], file) or not kept[1].is_file():
-                source = file.local_path if file.final else snapshot(file, snapshots)
+            if kept is None or not _same(kept[0], file):
+                self._drop(file.relpath)
+                source = str(file.local_path) if file.final else FilePrefix(file.local_path, file.size)
                 kept = self._pending_operations[file.relpath] = (
-                    file, source, quiet_operation(f"{self.path_in_repo}/{file.relpath}", str(source)))
-            operations.append(kept[2])
+                    file, quiet_operation(f"{self.path_in_repo}/{file.relpath}", source))
+            operations.append(kept[1])
         return operations
 
-    def _committed(self, snapshots: Path) -> None:
-        self._pending_operations.clear()
-        clear_snapshots(snapshots)
+    def _drop(self, relpath: str) -> None:
+        kept = self._pending_operations.pop(relpath, None)
+        if kept is not None and isinstance(kept[1].path_or_fileobj, FilePrefix):
+            kept[1].path_or_fileobj.close()
+
+    def _committed(self) -> None:
+        for relpath in list(self._pending_operations):
+            self._drop(relpath)
 
 
 def _same(a: PlannedFile, b: PlannedFile) -> bool:
@@ -108,7 +114,7 @@ class Batch:
         self.state.save(self.committed)  # at each commit: an interruption between commits resumes after this one
         self._recorded.update(chosen)
         if len(self._recorded) == len(self.planned):
-            self._uploader._committed(self.state.folder / "snapshots")
+            self._uploader._committed()
 
 
 def default_ignore_patterns(extra: tuple[str, ...] | list[str] | str | None) -> list[str]:

@@ -247,7 +247,12 @@ class HFSummaryWriter(LocalSummaryWriter):
     def _flush_for_push(self) -> None:
         events = self._events
         if events is not None and not events.closed:
-            events.flush(roll_size=self.max_file_size)
+            try:
+                events.flush(roll_size=self.max_file_size)
+            except OSError as error:
+                # One run folder that cannot be written (the writer thread logged which) must not keep the others,
+                # and what was logged before, from the Hub.
+                logger.debug("Pushing what is on disk; a run folder could not be written: %s", error)
 
 
 def _global_rank() -> int:

@@ -18,7 +18,7 @@ from hf_summary.events import queue as event_queue_module
 from hf_summary.events.records import iter_records, scan_records
 from hf_summary.testing import LocalHub
 
-from .helpers import accumulate, scalars
+from .helpers import accumulate, download_run, scalars
 
 
 def _events(folder: Path) -> list[Event]:
@@ -246,3 +246,29 @@ def test_a_full_run_folder_rolls_its_files_less_often(tmp_path: Path) -> None:
     assert fresh >= 8 and full <= fresh // 4 + 1, (fresh, full)  # the roll size doubled twice
     for folder in tmp_path.iterdir():
         assert all(scan_records(p).valid_size == p.stat().st_size for p in folder.glob("*tfevents*"))
+
+
+_MANY_SERIES = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))  # a low open-file limit: fewer than the series below
+from hf_summary import HFSummaryWriter
+with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60) as writer:
+    for step in range(3):
+        writer.add_scalars("layer", {f"unit{i:03d}": float(i + step) for i in range(150)}, step)
+        writer.flush()
+    writer.scheduler.trigger().result(timeout=120)
+"""
+
+
+def test_more_add_scalars_series_than_the_open_file_limit(hub: LocalHub, repo_id: str, logdir: Path,
+                                                          tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _MANY_SERIES, repo_id, str(logdir)], capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    for i in (0, 75, 149):
+        assert scalars(run / "layer" / f"unit{i:03d}", "layer") == [(s, float(i + s)) for s in range(3)]
+    assert len(list((run / "layer").iterdir())) == 150

@@ -41,6 +41,9 @@ _WAKE_EVERY = 512  # items handled between wake-ups of loggers blocked on a full
 # The Hub refuses a folder of more than 10 000 entries. Each time a run folder holds this many more files, the size at
 # which its event file rolls doubles: the file count grows with the logarithm of the bytes logged, not with them.
 FILES_PER_ROLL_DOUBLING = 1000
+# File descriptors kept open at once; the files of runs written least recently are closed and reopened when written
+# again, so that thousands of `add_scalars` series do not run into the process's open-file limit.
+MAX_OPEN_FILES = 64
 
 
 class _FlushRequest:
@@ -63,6 +66,8 @@ class _RunFile:
         self.size = 0
         self.pending: list[bytes] = []
         self.files_in_folder = 0  # entries of the folder, counted when this writer first opens a file there
+        self.current = False  # the run's file until it rolls, even while its descriptor is closed to save one
+        self.last_write = 0
 
     def roll_size(self, base: int) -> int:
         """The size at which this run's file rolls: `base`, doubled for every FILES_PER_ROLL_DOUBLING files."""
@@ -83,6 +88,7 @@ class _RunFile:
             except FileExistsError:
                 continue
         self.files_in_folder += 1
+        self.current = True
         self.size = 0
         header = Event(wall_time=time.time(), file_version="brain.Event:2")
         self.pending.insert(0, frame_record(header.SerializeToString()))
@@ -90,7 +96,9 @@ class _RunFile:
     def write_pending(self) -> None:
         if not self.pending:
             return
-        if self.fd is None:
+        if self.fd is None and self.current and self.path is not None:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # its descriptor was closed to save one
+        elif self.fd is None:
             self.open()
         fd = self.fd
         assert fd is not None
@@ -105,12 +113,19 @@ class _RunFile:
             self.size += written
             data = data[written:]
 
+    def suspend(self) -> None:
+        """Close the descriptor and keep the file current: the next write reopens it for appending."""
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = None
+
     def close(self, fsync: bool = False) -> None:
         if self.fd is not None:
             if fsync:
                 os.fsync(self.fd)
             os.close(self.fd)
         self.fd = None
+        self.current = False
 
 
 class EventQueue:
@@ -140,6 +155,7 @@ class EventQueue:
         self._cond = threading.Condition(threading.Lock())
         self._runs: dict[str, _RunFile] = {}
         self._scalars = ScalarEncoder()
+        self._writes = 0
         self.closed = False  # an attribute, not a property: add_scalar reads it at every call
         self._synchronous = False
 
@@ -255,7 +271,7 @@ class EventQueue:
 
     def open_files(self) -> list[Path]:
         """The event files still open for appending; every other event file of this writer is final."""
-        return [run.path for run in list(self._runs.values()) if run.fd is not None and run.path is not None]
+        return [run.path for run in list(self._runs.values()) if run.current and run.path is not None]
 
     @property
     def pending(self) -> int:
@@ -315,13 +331,25 @@ class EventQueue:
     def _write_files(self) -> Exception | None:
         error = None
         for run in self._runs.values():
+            if not run.pending:
+                continue
             try:
+                if run.fd is None:
+                    self._make_room()
+                self._writes += 1
+                run.last_write = self._writes
                 run.write_pending()
             except Exception as e:  # one run folder that cannot be written must not stop the others, or the thread
                 error = e
                 logger.error("Could not write event file %s (the events stay queued in memory): %s",
                              run.path or run.folder, e)
         return error
+
+    def _make_room(self) -> None:
+        """Keep fewer than MAX_OPEN_FILES descriptors open: close the one written least recently."""
+        open_runs = [run for run in self._runs.values() if run.fd is not None]
+        if len(open_runs) >= MAX_OPEN_FILES:
+            min(open_runs, key=lambda run: run.last_write).suspend()
 
     def _complete_flush(self, request: _FlushRequest) -> None:
         error = self._write_files()
@@ -332,7 +360,7 @@ class EventQueue:
             )
         elif request.roll_size is not None:
             for run in self._runs.values():
-                if run.fd is not None and run.size >= run.roll_size(request.roll_size):
+                if run.current and run.size >= run.roll_size(request.roll_size):
                     run.close()
         request.done.set()
 

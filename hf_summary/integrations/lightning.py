@@ -85,11 +85,11 @@ class HubTensorBoardLogger(TensorBoardLogger):
         super().__init__(save_dir, name=name, version=version, log_graph=log_graph,
                          default_hp_metric=default_hp_metric, prefix=prefix, sub_dir=sub_dir, **writer_kwargs)
         self.repo_id = repo_id
-        self._experiment: HFSummaryWriter | None = None  # type: ignore[assignment]  # ours, not torch's writer
+        self._experiment: HFSummaryWriter | None = None  # ours, a tensorboardX writer, not torch's
 
-    @property  # type: ignore[misc]
+    @property
     @rank_zero_experiment
-    def experiment(self) -> HFSummaryWriter:  # type: ignore[override]  # a tensorboardX writer, not torch's
+    def experiment(self) -> HFSummaryWriter:
         """The run's `HFSummaryWriter` (started at first use; a no-op object on ranks other than 0).
 
         Example:
@@ -108,7 +108,7 @@ class HubTensorBoardLogger(TensorBoardLogger):
         return self._experiment
 
     @rank_zero_only
-    def log_hyperparams(  # type: ignore[override]
+    def log_hyperparams(
         self,
         params: dict[str, Any] | Namespace,
         metrics: dict[str, Any] | float | None = None,
@@ -210,7 +210,7 @@ def _keep_for_yaml(logger: TensorBoardLogger, params: dict[str, Any]) -> None:
     if omegaconf is not None and isinstance(params, omegaconf.Container):
         logger.hparams = omegaconf.OmegaConf.merge(logger.hparams, params)
     elif isinstance(logger.hparams, Mapping):
-        logger.hparams.update(params)  # type: ignore[attr-defined]
+        logger.hparams.update(params)
     else:
         vars(logger.hparams).update(params)
 

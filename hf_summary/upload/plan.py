@@ -132,7 +132,8 @@ class UploadPlanner:
 class FilePrefix(io.BufferedIOBase):
     """The first `size` bytes of a file that may still grow, read in place: no copy on disk.
 
-    The client hashes and sends exactly these bytes, however much the writer appends meanwhile. It has no
+    The client hashes and sends exactly these bytes, however much the writer appends meanwhile. It holds no file
+    descriptor between reads (a commit of hundreds of growing files must not reach the open-file limit), and has no
     `fileno()`, so that nothing measures the whole file with `fstat` instead of the prefix.
 
     Args:
@@ -142,8 +143,9 @@ class FilePrefix(io.BufferedIOBase):
 
     def __init__(self, path: Path, size: int) -> None:
         super().__init__()
-        self._file = open(path, "rb")  # noqa: SIM115 - closed with this object
+        self._path = path
         self._size = size
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
@@ -152,26 +154,26 @@ class FilePrefix(io.BufferedIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
-        left = self._size - self._file.tell()
+        left = self._size - self._pos
         if left <= 0:
             return b""
-        data = self._file.read(left if size is None or size < 0 else min(size, left))
+        with open(self._path, "rb") as f:
+            f.seek(self._pos)
+            data = f.read(left if size is None or size < 0 else min(size, left))
         if not data:
-            raise OSError(f"{self._file.name} shrank while it was being uploaded")
+            raise OSError(f"{self._path} shrank while it was being uploaded")
+        self._pos += len(data)
         return data
 
     read1 = read  # type: ignore[assignment]
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._file.tell(), io.SEEK_END: self._size}[whence]
-        return self._file.seek(max(0, min(self._size, base + offset)))
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
 
     def tell(self) -> int:
-        return self._file.tell()
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
+        return self._pos
 
     def __repr__(self) -> str:
-        return f"FilePrefix({self._file.name!r}, size={self._size})"
+        return f"FilePrefix({str(self._path)!r}, size={self._size})"

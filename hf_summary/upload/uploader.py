@@ -67,21 +67,14 @@ class Uploader:
         for file in planned:
             kept = self._pending_operations.get(file.relpath)
             if kept is None or not _same(kept[0], file):
-                self._drop(file.relpath)
                 source = str(file.local_path) if file.final else FilePrefix(file.local_path, file.size)
                 kept = self._pending_operations[file.relpath] = (
                     file, quiet_operation(f"{self.path_in_repo}/{file.relpath}", source))
             operations.append(kept[1])
         return operations
 
-    def _drop(self, relpath: str) -> None:
-        kept = self._pending_operations.pop(relpath, None)
-        if kept is not None and isinstance(kept[1].path_or_fileobj, FilePrefix):
-            kept[1].path_or_fileobj.close()
-
     def _committed(self) -> None:
-        for relpath in list(self._pending_operations):
-            self._drop(relpath)
+        self._pending_operations.clear()
 
 
 def _same(a: PlannedFile, b: PlannedFile) -> bool:

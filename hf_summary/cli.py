@@ -17,11 +17,11 @@ from pathlib import Path
 
 from . import defaults
 from .upload.committer import Committer
-from .upload.hub import HubAuthError, HubClient, is_offline
+from .upload.hub import HubAuthError, HubClient, is_offline, redact
 from .upload.spec import UploadSpec
 from .upload.state import UploadState
 from .upload.uploader import Uploader, default_ignore_patterns
-from .validation import REPO_TYPES
+from .validation import REPO_TYPES, validate_token
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -113,6 +113,7 @@ def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *
     if not args.logdir.is_dir():
         raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
     try:
+        validate_token(args.token, "--token")
         spec = UploadSpec(args.repo_id, repo_type=args.repo_type, revision=args.revision,
                           path_in_repo=args.path_in_repo, allow_patterns=args.include,
                           ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
@@ -135,7 +136,7 @@ def _sync(args: argparse.Namespace) -> int:
     except HubAuthError:
         raise
     except Exception as error:
-        print(f"hf-summary: upload failed, nothing is lost; run the same command again to resume: {error}",
+        print(f"hf-summary: upload failed, nothing is lost; run the same command again to resume: {redact(str(error))}",
               file=sys.stderr)
         return EXIT_FAILED
     left = uploader.pending()

@@ -37,6 +37,20 @@ def validate_path_in_repo(path_in_repo: object) -> None:
                          "like 'tensorboard'.")
 
 
+def validate_token(token: object, name: str = "token") -> None:
+    """A token must be one word of visible ASCII: anything else would end up in an HTTP header (and its errors)."""
+    if token is None:
+        return
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"{name} must be a non-empty string (a Hub token), got a {type(token).__name__}.")
+    for position, char in enumerate(token):
+        if not "\x21" <= char <= "\x7e":
+            what = ("a newline" if char in "\r\n" else "a space" if char.isspace()
+                    else f"the character U+{ord(char):04X}")
+            raise ValueError(f"{name} contains {what} at position {position}: pass the token alone (a token read "
+                             "from a file needs .strip()).")
+
+
 def validate_squash(squash: object) -> None:
     if isinstance(squash, bool) or (isinstance(squash, int) and squash >= 1):
         return
@@ -64,6 +78,7 @@ def validate_arguments(
     close_timeout: object,
     push_timeout: object,
     max_commits_per_hour: object,
+    token: object,
 ) -> None:
     """Check the writer's arguments.
 
@@ -89,6 +104,7 @@ def validate_arguments(
         raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}.")
     if isinstance(push_timeout, bool) or not isinstance(push_timeout, numbers.Real) or not float(push_timeout) > 0:
         raise ValueError(f"push_timeout must be a positive number of seconds, got {push_timeout!r}.")
+    validate_token(token)
     if max_commits_per_hour is not None and (isinstance(max_commits_per_hour, bool) or
                                              not isinstance(max_commits_per_hour, int) or max_commits_per_hour < 1):
         raise ValueError(f"max_commits_per_hour must be a number of commits >= 1, or None for no budget, got "

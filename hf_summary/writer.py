@@ -19,7 +19,7 @@ from huggingface_hub import constants
 from . import defaults
 from .local_writer import LocalSummaryWriter, default_logdir
 from .upload.committer import Committer, join_committer
-from .upload.hub import HubAuthError, HubClient, is_offline
+from .upload.hub import HubAuthError, HubClient, is_offline, redact
 from .upload.machine import MachineRegistry
 from .upload.spec import UploadSpec
 from .upload.uploader import Uploader
@@ -109,7 +109,7 @@ class HFSummaryWriter(LocalSummaryWriter):
             repo_id=repo_id, logdir=logdir, commit_every=commit_every, repo_type=repo_type,
             path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
             max_file_size=max_file_size, close_timeout=close_timeout, push_timeout=push_timeout,
-            max_commits_per_hour=max_commits_per_hour,
+            max_commits_per_hour=max_commits_per_hour, token=token,
         )
         if other_ranks not in ("skip", "local"):
             raise ValueError(f"other_ranks must be 'skip' or 'local', got {other_ranks!r}.")
@@ -227,7 +227,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         except Exception as error:
             logger.error("The final push of %s to %s did not complete (%s). Your logs are safe in '%s'; upload "
                          "them with:\n  %s", self.logdir, self.repo_id,
-                         getattr(error, "reason", None) or error or type(error).__name__, self.logdir,
+                         redact(str(getattr(error, "reason", None) or error)) or type(error).__name__, self.logdir,
                          self.sync_command())
 
     def _wait_for_hub(self, timeout: float) -> None:

@@ -288,3 +288,21 @@ def test_a_commit_quota_spent_for_a_while_is_waited_for_not_hammered(hub: LocalH
         writer.close()
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "loss")] == list(range(step + 1))
+
+
+@pytest.mark.parametrize("token", ["hf_secret_token_with_newline_0987654321\n", "hf secret", "hf_tøken"])
+def test_a_malformed_token_is_refused_at_the_call_and_never_printed(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                     token: str, capfd: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="token contains .* at position") as refused:
+        HFSummaryWriter(repo_id, logdir=str(logdir), token=token)
+    assert token.strip() not in str(refused.value) and not logdir.exists()
+    result = _cli("sync", str(logdir.parent), repo_id, "--token", token)
+    assert result.returncode == 2 and "--token contains" in result.stderr
+    assert token.strip() not in result.stderr + result.stdout + "".join(capfd.readouterr())
+
+
+def test_token_looking_text_is_redacted_from_what_we_log() -> None:
+    from hf_summary.upload.hub import redact
+
+    text = "Illegal header value b'Bearer hf_abcdefghijklmnop\\n' sent with hf_zyxwvutsrqponmlk"
+    assert redact(text) == "Illegal header value b'Bearer ***' sent with ***"

@@ -280,3 +280,32 @@ def test_a_growing_file_is_sent_in_place_without_a_copy(hub: LocalHub, repo_id: 
     assert not (logdir / ".hf_summary" / "snapshots").exists()
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "loss")] == list(range(150))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled", "wrong-shape", "unreadable"])
+def test_a_broken_upload_state_is_set_aside_and_the_run_goes_on(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                 tmp_path: Path, damage: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60) as writer:
+        for step in range(50):
+            writer.add_scalar("loss", float(step), step)
+        writer.scheduler.trigger().result(timeout=60)
+        state = logdir / ".hf_summary" / "state.json"
+        text = state.read_text()
+        if damage == "truncated":
+            state.write_text(text[: len(text) // 2])
+        elif damage == "garbled":
+            state.write_bytes(b"\xff\xfe" + bytes(range(256)))
+        elif damage == "wrong-shape":
+            state.write_text('{"targets": {"x": ["not", "a", "table"]}}')
+        else:
+            state.unlink()
+            state.mkdir()  # cannot be read as a file, whoever we are
+        for step in range(50, 100):
+            writer.add_scalar("loss", float(step), step)
+        assert writer.scheduler.trigger().result(timeout=60) is not None
+    assert any("could not be read" in r.getMessage() for r in caplog.records)
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(100))
+    assert _cli("sync", str(logdir), repo_id).returncode == 0
+    assert _cli("status", str(logdir)).returncode == 0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from ..threads import Timer, start_thread
-from .hub import THREAD_PREFIX
+from .hub import THREAD_PREFIX, redact
 from .machine import MachineRegistry
 from .progress import FinalPushProgress
 from .retry import RetriesExhausted, RetryPolicy, http_status
@@ -408,7 +408,7 @@ class Committer:
             if _status(error) == 429:
                 self._pace = min(self._pace * 2, _MAX_PACE)
             # Not a warning: the training log stays clean, the next push retries, and close() reports what is left.
-            logger.info("Push to %s failed; the files stay pending for the next push: %s", repo_id, error)
+            logger.info("Push to %s failed; the files stay pending for the next push: %s", repo_id, redact(str(error)))
             raise
         else:
             self._failures = 0
@@ -562,7 +562,7 @@ def _status(error: BaseException) -> int | None:
 
 def _reason(error: BaseException) -> str:
     cause = error.__cause__ if isinstance(error, RetriesExhausted) and error.__cause__ else error
-    text = str(cause).strip().splitlines()
+    text = redact(str(cause)).strip().splitlines()
     return f"{type(cause).__name__}: {text[0]}" if text else type(cause).__name__
 
 

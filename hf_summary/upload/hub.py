@@ -6,6 +6,7 @@ import functools
 import io
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,6 +47,14 @@ def _quiet_client_logs() -> None:
 
 class HubAuthError(PermissionError):
     """The Hub rejected the token (401/403). The message names where the token came from, never the token."""
+
+
+_SECRETS = re.compile(r"(Bearer\s+)[^\s'\",}]+|\bhf_[A-Za-z0-9]{8,}")
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a token replaced: error texts of the HTTP layer may quote headers."""
+    return _SECRETS.sub(lambda m: (m.group(1) or "") + "***", text)
 
 
 def token_source(token: str | None) -> str:

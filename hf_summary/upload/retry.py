@@ -30,6 +30,8 @@ def is_transient(error: BaseException) -> bool:
     """Whether trying again later may succeed: network errors, timeouts, 408/429/5xx, and commit races (409/412)."""
     import httpx2
 
+    if isinstance(error, httpx2.LocalProtocolError):
+        return False  # a request we cannot even send (a header value it refuses): the same each time
     if isinstance(error, httpx2.TransportError | TimeoutError | ConnectionError):
         return True
     status = http_status(error)
@@ -150,5 +152,7 @@ class RetryPolicy:
 
 
 def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
+    from .hub import redact
+
+    text = redact(str(error)).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"

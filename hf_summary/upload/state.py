@@ -7,12 +7,16 @@ keeps two processes uploading one logdir from committing the same bytes twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
+
+logger = logging.getLogger(__name__)
 
 STATE_DIR = ".hf_summary"
 _STATE_FILE = "state.json"
@@ -70,14 +74,14 @@ class UploadState:
         return self._lock
 
     def load(self) -> dict[str, FileRecord]:
-        data = self._read()
-        files = data.get("targets", {}).get(self.key, {})
-        return {path: FileRecord(**record) for path, record in files.items()}
+        return self._read()["targets"].get(self.key, {})
 
     def save(self, files: dict[str, FileRecord]) -> None:
-        data = self._read()
-        data.setdefault("targets", {})[self.key] = {path: asdict(record) for path, record in sorted(files.items())}
-        data["version"] = _VERSION
+        targets = self._read()["targets"]
+        targets[self.key] = files
+        data = {"version": _VERSION, "targets": {
+            key: {path: asdict(record) for path, record in sorted(records.items())} for key, records in targets.items()
+        }}
         self.folder.mkdir(parents=True, exist_ok=True)
         # Write then rename: a crash mid-write leaves the previous state, never a torn one.
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".state-", suffix=".tmp")
@@ -87,14 +91,45 @@ class UploadState:
 
     def all_targets(self) -> dict[str, dict[str, FileRecord]]:
         """Every destination recorded for this logdir (used by `hf-summary status`)."""
-        return {
-            key: {path: FileRecord(**record) for path, record in files.items()}
-            for key, files in self._read().get("targets", {}).items()
-        }
+        return self._read()["targets"]
 
-    def _read(self) -> dict:
+    def _read(self) -> dict[str, Any]:
+        """The state as {"targets": {key: {relpath: FileRecord}}}; a broken state file is set aside, never fatal.
+
+        A truncated, garbled, wrongly shaped or unreadable state would otherwise stop every push, sync and status
+        for good. Starting again from nothing costs little: files the Hub already holds are recognised by their
+        hash when planned again, and their bytes are not sent twice.
+        """
+        path = self.folder / _STATE_FILE
         try:
-            with open(self.folder / _STATE_FILE) as f:
-                return json.load(f)
+            with open(path, encoding="utf-8") as f:
+                return {"targets": _parse(json.load(f))}
         except FileNotFoundError:
-            return {"version": _VERSION, "targets": {}}
+            return {"targets": {}}
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            aside = path.with_name(f"{_STATE_FILE}.broken")
+            try:
+                os.replace(path, aside)
+            except OSError:
+                aside = path
+            logger.warning("The upload state %s could not be read (%s: %s); starting it again from nothing (the old "
+                           "file is kept as %s). Files already on the Hub are not sent twice.", path,
+                           type(error).__name__, error, aside)
+            return {"targets": {}}
+
+
+def _parse(data: Any) -> dict[str, dict[str, FileRecord]]:
+    if not isinstance(data, dict) or not isinstance(data.get("targets"), dict):
+        raise ValueError("not an upload state")
+    targets = {}
+    for key, files in data["targets"].items():
+        if not isinstance(files, dict):
+            raise ValueError(f"target {key!r} is not a table of files")
+        records = {}
+        for relpath, record in files.items():
+            parsed = FileRecord(**record)
+            if not isinstance(parsed.size, int) or parsed.size < 0 or not isinstance(parsed.commit, str):
+                raise ValueError(f"bad record for {relpath!r}")
+            records[relpath] = parsed
+        targets[key] = records
+    return targets

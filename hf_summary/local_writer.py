@@ -99,7 +99,15 @@ class LocalSummaryWriter(SummaryWriterBase):
         global_step: int | None = None,
         walltime: float | None = None,
     ) -> None:
-        """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does."""
+        """Add several scalars under one chart, one sub-run folder per key, as tensorboardX does.
+
+        Unlike tensorboardX, a main tag or key that would put the sub-run outside the logdir (`..`, an absolute
+        path) or into a `.git` folder is refused.
+
+        Raises:
+            ValueError: such a main tag or key.
+        """
+        _check_sub_run(main_tag, tag_scalar_dict)
         if self.writes_to_disk and not self._comet_on:
             file_writer(self)  # opens the event queue if needed
         events = self._events
@@ -137,6 +145,17 @@ class LocalSummaryWriter(SummaryWriterBase):
         """The event files still open for appending; every other file of this writer is final."""
         events = self._events
         return events.open_files() if events is not None and not events.closed else []
+
+
+def _check_sub_run(main_tag: Any, tag_scalar_dict: Any) -> None:
+    names = [main_tag, *tag_scalar_dict] if isinstance(tag_scalar_dict, dict) else [main_tag]
+    for name in names:
+        if not isinstance(name, str):
+            continue  # tensorboardX refuses it, with its own error
+        parts = name.replace("\\", "/").split("/")
+        if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or ".git" in parts:
+            raise ValueError(f"add_scalars({main_tag!r}, ...): {name!r} would make a run folder outside the logdir "
+                             "or inside a .git folder, which cannot be uploaded; use a plain name like 'loss/train'.")
 
 
 def _fast_float(value: Any) -> float | None:

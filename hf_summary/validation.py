@@ -35,6 +35,9 @@ def validate_path_in_repo(path_in_repo: object) -> None:
     if ".." in parts or "\x00" in path_in_repo:
         raise ValueError(f"path_in_repo {path_in_repo!r} may not contain '..': use a folder inside the repo, "
                          "like 'tensorboard'.")
+    if ".git" in parts:
+        raise ValueError(f"path_in_repo {path_in_repo!r} is inside a .git folder, which the Hub refuses: use a folder "
+                         "like 'tensorboard'.")
 
 
 def validate_token(token: object, name: str = "token") -> None:
@@ -93,6 +96,9 @@ def validate_arguments(
     if "://" in str(logdir):
         raise ValueError(f"logdir {str(logdir)!r} is a remote store; the writer uploads from a local folder: pass a "
                          "local logdir (LocalSummaryWriter and tensorboardX write to s3:// and gs://).")
+    if os.path.basename(os.path.normpath(str(logdir))) == ".git":
+        raise ValueError(f"logdir {str(logdir)!r} is named .git: its repo folder would be refused by the Hub; pass a "
+                         "folder with another name, like 'runs/exp1'.")
     if os.path.isfile(logdir):
         raise ValueError(f"logdir {str(logdir)!r} is a file; pass a folder (it is created if missing).")
     validate_path_in_repo(path_in_repo)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +45,7 @@ def hub() -> Iterator[LocalHub]:
 @pytest.fixture
 def repo_id(hub: LocalHub, request: pytest.FixtureRequest) -> str:
     """A fresh repo id in the test user's namespace."""
-    name = request.node.name.replace("[", "-").replace("]", "").replace("_", "-")[:60].strip("-")
+    name = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:60].strip("-")  # parameter ids may hold anything
     return f"{hub.user}/{name}-{next(_names)}"
 
 

@@ -186,6 +186,8 @@ def test_dataset_repo_on_a_branch_private(hub: LocalHub, repo_id: str, logdir: P
         ({"squash_history": "5"}, "squash_history"),
         ({"push_timeout": 0}, "push_timeout"),
         ({"logdir": "s3://bucket/run"}, "remote"),
+        ({"path_in_repo": "logs/.git"}, ".git folder"),
+        ({"logdir": "runs/.git"}, "named .git"),
     ],
 )
 def test_bad_input_fails_fast_and_leaves_nothing(hub: LocalHub, repo_id: str, logdir: Path, kwargs: dict,
@@ -242,3 +244,16 @@ def test_sync_command_carries_the_patterns(hub: LocalHub, repo_id: str, logdir: 
     assert words[:4] == ["hf-summary", "sync", str(logdir), repo_id]
     assert words[words.index("--include") + 1:words.index("--include") + 3] == ["*.tfevents.*", "config.json"]
     assert words[words.index("--exclude") + 1] == "*.tmp" and words[words.index("--path-in-repo") + 1] == "logs"
+
+
+@pytest.mark.parametrize("main_tag, key", [("../escape", "a"), ("/abs", "a"), ("ok", "../../up"), (".git", "a"),
+                                           ("group", ".git/x")])
+def test_add_scalars_refuses_run_folders_outside_the_logdir(hub: LocalHub, repo_id: str, logdir: Path,
+                                                            tmp_path: Path, main_tag: str, key: str) -> None:
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60) as writer:
+        with pytest.raises(ValueError, match="outside the logdir or inside a .git folder"):
+            writer.add_scalars(main_tag, {key: 1.0}, 0)
+        writer.add_scalars("fine", {"a": 2.0}, 1)  # the writer goes on
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run1"]  # nothing written beside the logdir
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert scalars(run / "fine" / "a", "fine") == [(1, 2.0)]

@@ -18,7 +18,7 @@ from huggingface_hub import constants
 
 from . import defaults
 from .local_writer import LocalSummaryWriter, default_logdir
-from .upload.committer import Committer, join_committer
+from .upload.committer import Committer, CommitterMember, join_committer
 from .upload.hub import HubAuthError, HubClient, is_offline, redact
 from .upload.machine import MachineRegistry
 from .upload.spec import UploadSpec
@@ -133,17 +133,23 @@ class HFSummaryWriter(LocalSummaryWriter):
         spec = self.spec
         # Writers of one process pushing to one repo and branch share a committer and its client (committer.py).
         key = (constants.ENDPOINT, spec.repo_type, spec.repo_id, spec.revision, token, offline)
-        self.scheduler = join_committer(
-            key, lambda: Committer(
-                HubClient(spec.target(), token=token), every=commit_every, enabled=not offline,
-                max_commits_per_hour=max_commits_per_hour,
-                # Processes of this machine pushing to this repo and branch take turns (upload/machine.py).
-                machine=None if offline else MachineRegistry(
-                    f"{constants.ENDPOINT} {spec.repo_type} {spec.repo_id} {spec.revision}"),
-            ),
-            Uploader(Path(logdir), spec, open_files=self._open_event_files),
-            every=commit_every, before_push=self._flush_for_push, push_timeout=push_timeout,
-        )
+        run_dir = logdir
+
+        def join() -> CommitterMember:
+            return join_committer(
+                key, lambda: Committer(
+                    HubClient(spec.target(), token=token), every=commit_every, enabled=not offline,
+                    max_commits_per_hour=max_commits_per_hour,
+                    # Processes of this machine pushing to this repo and branch take turns (upload/machine.py).
+                    machine=None if offline else MachineRegistry(
+                        f"{constants.ENDPOINT} {spec.repo_type} {spec.repo_id} {spec.revision}"),
+                ),
+                Uploader(Path(run_dir), spec, open_files=self._open_event_files),
+                every=commit_every, before_push=self._flush_for_push, push_timeout=push_timeout,
+            )
+
+        self._join = join  # again when logged to after close(), as tensorboardX reopens its files
+        self.scheduler = join()
         if not offline:
             self._wait_for_hub(hub_timeout)  # raises on a rejected token, before any file is created
         try:
@@ -156,8 +162,9 @@ class HFSummaryWriter(LocalSummaryWriter):
         # A run whose process dies before close() is pushed by this process's guardian (upload/guardian.py).
         from .upload import guardian
 
-        self._guardian = (guardian.watch(self.logdir, spec, token)
-                          if crash_upload and not offline and self.rank == 0 and self.writes_to_disk else None)
+        guarded = crash_upload and not offline and self.rank == 0 and self.writes_to_disk
+        self._guard = lambda: guardian.watch(self.logdir, spec, token) if guarded else None
+        self._guardian = self._guard()
         if push_on_sigterm:
             _push_on_sigterm(weakref.ref(self))
 
@@ -229,6 +236,16 @@ class HFSummaryWriter(LocalSummaryWriter):
                          "them with:\n  %s", self.logdir, self.repo_id,
                          redact(str(getattr(error, "reason", None) or error)) or type(error).__name__, self.logdir,
                          self.sync_command())
+
+    def _open_file_writer(self) -> Any:
+        writer = super()._open_file_writer()
+        if self.scheduler.stopped and not self._closing and os.getpid() == getattr(self, "_owner_pid", None):
+            # Logged to after close(): tensorboardX reopens its event files, and the upload resumes with them, so
+            # that the next close() pushes what was logged meanwhile.
+            self.scheduler = self._join()
+            self._guardian = self._guard()
+            _open_writers.add(self)
+        return writer
 
     def _wait_for_hub(self, timeout: float) -> None:
         """Wait up to `timeout` for the committer's first contact with the Hub; only a rejected token is an error."""

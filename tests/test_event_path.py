@@ -272,3 +272,31 @@ def test_more_add_scalars_series_than_the_open_file_limit(hub: LocalHub, repo_id
     for i in (0, 75, 149):
         assert scalars(run / "layer" / f"unit{i:03d}", "layer") == [(s, float(i + s)) for s in range(3)]
     assert len(list((run / "layer").iterdir())) == 150
+
+
+def test_a_forked_child_loses_nothing_and_its_trigger_answers_at_once(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                      tmp_path: Path) -> None:
+    writer = _writer(repo_id, logdir)
+    writer.add_scalar("parent", 0.0, 0)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: log, ask for a push, leave at once (no flush, no close), as a data-loader worker does
+        code = 1
+        try:
+            for step in range(100):
+                writer.add_scalar("child", float(step), step)
+            error = writer.scheduler.trigger().exception(timeout=30)  # answered, never left hanging
+            os.write(write, type(error).__name__.encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 100).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0 and answer == "CommitterStopped"
+    writer.add_scalar("parent", 1.0, 1)
+    writer.close()  # the parent's push carries the child's file too
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "child")] == list(range(100))
+    assert [s for s, _ in scalars(run, "parent")] == [0, 1]

@@ -257,3 +257,16 @@ def test_add_scalars_refuses_run_folders_outside_the_logdir(hub: LocalHub, repo_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run1"]  # nothing written beside the logdir
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert scalars(run / "fine" / "a", "fine") == [(1, 2.0)]
+
+
+def test_logging_after_close_reopens_and_the_next_close_pushes_it(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                  tmp_path: Path) -> None:
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60)
+    writer.add_scalar("loss", 1.0, 0)
+    writer.close()
+    writer.add_scalar("loss", 2.0, 1)  # tensorboardX reopens a closed writer: so do we, upload included
+    assert not writer.scheduler.stopped
+    writer.close()
+    assert writer.scheduler.stopped
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert scalars(run, "loss") == [(0, 1.0), (1, 2.0)]

@@ -12,6 +12,7 @@ waiting are passed in, so that tests drive the schedule without a server and wit
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -170,6 +171,7 @@ class Committer:
         self.last_future: Future | None = None
         self.connected: Future = Future()  # the first contact with the Hub, made when the thread starts
         self._thread: threading.Thread | None = None
+        self._owner = os.getpid()  # a forked child inherits this object, not its thread
 
     # Members -----------------------------------------------------------------------------------------------------
 
@@ -246,8 +248,14 @@ class Committer:
                 at the latest, even if the Hub never answers. Triggers that share a push keep the earliest.
         """
         with self._lock:
-            if self._stop.is_set():
+            if self._owner != os.getpid():
                 future: Future = Future()
+                future.set_exception(CommitterStopped(
+                    f"This writer's uploads belong to process {self._owner}, and this is a forked child of it: the "
+                    "parent pushes what this process logs to its files; or create a new HFSummaryWriter here."))
+                return future
+            if self._stop.is_set():
+                future = Future()
                 future.set_exception(CommitterStopped("The committer is stopped; use `hf-summary sync` to push."))
                 return future
             if self._request is None:
@@ -579,6 +587,14 @@ def join_committer(key: tuple[Any, ...], make: Callable[[], Committer], uploader
         if committer is None or committer.stopped:
             committer = _registry[key] = make().start()
         return committer.join(uploader, every=every, before_push=before_push, push_timeout=push_timeout)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's committers have no thread here: new writers of the child start their own.
+    _registry.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _forget(committer: Committer) -> None:

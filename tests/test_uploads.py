@@ -309,3 +309,18 @@ def test_a_broken_upload_state_is_set_aside_and_the_run_goes_on(hub: LocalHub, r
     assert [s for s, _ in scalars(run, "loss")] == list(range(100))
     assert _cli("sync", str(logdir), repo_id).returncode == 0
     assert _cli("status", str(logdir)).returncode == 0
+
+
+def test_a_commit_the_server_did_not_make_is_not_recorded(hub: LocalHub, repo_id: str, logdir: Path,
+                                                          tmp_path: Path) -> None:
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60) as writer:
+        for step in range(20):
+            writer.add_scalar("loss", float(step), step)
+        writer.scheduler.trigger().result(timeout=60)
+        for step in range(20, 40):
+            writer.add_scalar("loss", float(step), step)
+        hub.fake_commits(1)  # the next commit is answered "200, committed", and nothing is committed
+        assert writer.scheduler.trigger().result(timeout=120) is not None  # confirmed on the branch, after a retry
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert [s for s, _ in scalars(run, "loss")] == list(range(40))
+    assert _cli("sync", str(logdir), repo_id).stdout.startswith("Nothing to upload")

@@ -231,8 +231,16 @@ class LocalHub:
         )
 
     def clear_faults(self) -> None:
-        """Stop injecting faults and latency."""
+        """Stop injecting faults and latency, and stop lying about commits."""
         self._state.faults.clear()
+        self._state.fake_commits = 0
+
+    def fake_commits(self, count: int) -> None:
+        """Answer the next `count` commits with 200 and a commit id that does not exist, committing nothing.
+
+        A lying server (or a broken proxy): a client must not record such a commit as made.
+        """
+        self._state.fake_commits = count
 
     # ---------------------------------------------------------------- limits of the real Hub
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import defaults
 from ..threads import Timer, start_thread
-from .hub import THREAD_PREFIX, redact
+from .hub import THREAD_PREFIX, CommitNotConfirmed, redact
 from .machine import MachineRegistry
 from .progress import FinalPushProgress
 from .retry import RetriesExhausted, RetryPolicy, http_status
@@ -464,8 +464,13 @@ class Committer:
                 room = self.max_files_per_commit - (1 if self.client.card_pending else 0)
                 chunk, items = items[:room], items[room:]
                 size = sum(batch.planned[i].size for batch, i in chunk)
-                info = self.client.commit([batch.operations[i] for batch, i in chunk],
-                                          f"Upload TensorBoard logs: {len(chunk)} file(s), {size} bytes")
+                try:
+                    info = self.client.commit([batch.operations[i] for batch, i in chunk],
+                                              f"Upload TensorBoard logs: {len(chunk)} file(s), {size} bytes")
+                except CommitNotConfirmed:
+                    for batch in batches:
+                        batch.abandon()  # huggingface_hub will not send an operation it believes committed again
+                    raise
                 self._own_commits.append(self.clock())
                 for batch in batches:
                     indices = [i for b, i in chunk if b is batch]

@@ -45,6 +45,10 @@ def _quiet_client_logs() -> None:
         logging.getLogger(name).addFilter(_FromOurThreads())
 
 
+class CommitNotConfirmed(ConnectionError):
+    """The Hub answered a commit, but its branch does not hold the files: nothing is recorded, the push retries."""
+
+
 class HubAuthError(PermissionError):
     """The Hub rejected the token (401/403). The message names where the token came from, never the token."""
 
@@ -178,8 +182,27 @@ class HubClient:
             info = self.api.create_commit(
                 t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
             )
+            self._confirm(operations, info)
         self._card_checked = True
         return info
+
+    def _confirm(self, operations: list[CommitOperationAdd], info: CommitInfo) -> None:
+        """Check that the branch holds what the commit sent, before anything is recorded as committed.
+
+        A server (or a proxy) that answers 200 without committing would otherwise have the files recorded as on
+        the Hub, and never sent again. One request: the sizes, and the LFS hashes, of the committed paths.
+        """
+        t = self.target
+        found = {entry.path: entry for entry in self.api.get_paths_info(
+            t.repo_id, [op.path_in_repo for op in operations], repo_type=t.repo_type, revision=t.revision)}
+        for operation in operations:
+            entry = found.get(operation.path_in_repo)
+            lfs = getattr(entry, "lfs", None)
+            if (entry is None or getattr(entry, "size", None) != operation.upload_info.size
+                    or (lfs is not None and lfs.sha256 != operation.upload_info.sha256.hex())):
+                raise CommitNotConfirmed(
+                    f"The Hub answered commit {info.oid} but {t.revision} does not hold {operation.path_in_repo} as "
+                    "sent; nothing is recorded, the push tries again.")
 
     def commit_ages(self, window: float) -> list[float]:
         """Seconds since each commit of the branch made in the last `window` seconds, newest first.

@@ -97,6 +97,10 @@ class Batch:
     def size(self) -> int:
         return sum(file.size for file in self.planned)
 
+    def abandon(self) -> None:
+        """Forget the operations of this batch: the next push builds new ones."""
+        self._uploader._committed()
+
     def record(self, info: CommitInfo, indices: list[int] | None = None) -> None:
         """Save in the upload state that the commit `info` holds these files (all of them, or those at `indices`)."""
         chosen = list(range(len(self.planned))) if indices is None else indices

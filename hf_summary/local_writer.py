@@ -21,6 +21,7 @@ from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, sc
 
 # The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
+_NO_NUMPY_DTYPES = ("torch.bfloat16", "torch.float8")
 
 
 class LocalSummaryWriter(SummaryWriterBase):
@@ -84,12 +85,14 @@ class LocalSummaryWriter(SummaryWriterBase):
             # Everything off the fast path is tensorboardX's own code: its conversions, its errors.
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
+        # In tensorboardX's order (value, walltime, step), so that a call with several bad arguments raises its error.
         value = scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value)
+        wall = time.time() if walltime is None else walltime if type(walltime) is float else _as_walltime(walltime)
         events.put_scalar(
             "", tag, value,
             global_step if type(global_step) is int and _MIN_STEP <= global_step <= _MAX_STEP
             else _as_step(global_step),
-            time.time() if walltime is None else walltime if type(walltime) is float else _as_walltime(walltime),
+            wall,
         )
 
     def add_scalars(
@@ -115,8 +118,7 @@ class LocalSummaryWriter(SummaryWriterBase):
             super().add_scalars(main_tag, tag_scalar_dict, global_step, walltime)
             return
         walltime = time.time() if walltime is None else walltime  # kept as given for scalar_dict, as tensorboardX
-        event_walltime = _as_walltime(walltime)
-        step = _as_step(global_step)
+        # Checked in tensorboardX's order, key by key: folder, value, walltime, step (what it raises, we raise).
         for tag, value in tag_scalar_dict.items():
             run = os.path.join(main_tag, tag)
             fw_tag = os.path.join(str(self.logdir), run)
@@ -125,7 +127,8 @@ class LocalSummaryWriter(SummaryWriterBase):
                 os.makedirs(fw_tag, exist_ok=True)
                 self._add_sub_run(fw_tag, RunFileWriter(events, fw_tag, run))
             number = _as_float(main_tag, value)
-            events.put_scalar(run, main_tag, number, step, event_walltime)
+            event_walltime = _as_walltime(walltime)
+            events.put_scalar(run, main_tag, number, _as_step(global_step), event_walltime)
             self.scalar_dict.setdefault(fw_tag, []).append([walltime, global_step, number])
 
     def flush(self) -> None:
@@ -172,6 +175,8 @@ def _fast_float(value: Any) -> float | None:
     item = getattr(value, "item", None)
     if item is None or isinstance(value, str | bytes):
         return None
+    if str(getattr(value, "dtype", "")).startswith(_NO_NUMPY_DTYPES):
+        return None  # tensorboardX converts through numpy, which has no such type: it refuses them, and so do we
     try:
         number = item()
     except Exception:  # more than one element, or not a number: tensorboardX says why

@@ -32,7 +32,8 @@ class ScalarEncoder:
         except OverflowError:  # beyond float32: protobuf stores an infinity, and so do we
             value_bytes = _FLOAT.pack(math.copysign(math.inf, value))
         # Event: field 1 wall_time (double), field 2 step (int64, omitted when 0 as proto3 does), field 5 summary
-        head = _WALL.pack(0x09, walltime) if walltime else b""
+        # Protobuf writes a double unless its bits are all zero: -0.0 is written, 0.0 is not.
+        head = _WALL.pack(0x09, walltime) if walltime or math.copysign(1.0, walltime) < 0 else b""
         if step:
             head += b"\x10" + _varint(step & 0xFFFFFFFFFFFFFFFF)
         return head + tail + value_bytes

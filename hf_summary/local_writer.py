@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, sc
 # The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
 _NO_NUMPY_DTYPES = ("torch.bfloat16", "torch.float8")
+_TORCH_INTEGERS = frozenset(f"torch.{name}" for name in ("int8", "int16", "int32", "int64", "uint8", "bool"))
 
 
 class LocalSummaryWriter(SummaryWriterBase):
@@ -86,7 +88,7 @@ class LocalSummaryWriter(SummaryWriterBase):
             super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
             return
         # In tensorboardX's order (value, walltime, step), so that a call with several bad arguments raises its error.
-        value = scalar_value if type(scalar_value) is float else _as_float(tag, scalar_value)
+        value = scalar_value if type(scalar_value) is float else _as_value(tag, scalar_value)
         wall = time.time() if walltime is None else walltime if type(walltime) is float else _as_walltime(walltime)
         events.put_scalar(
             "", tag, value,
@@ -182,6 +184,22 @@ def _fast_float(value: Any) -> float | None:
     except Exception:  # more than one element, or not a number: tensorboardX says why
         return None
     return float(number) if type(number) in (float, int, bool) else None
+
+
+def _as_value(tag: str, value: Any) -> Any:
+    """What add_scalar queues: a float, or for a one-element torch tensor a copy of it, read by the writer thread.
+
+    Reading a tensor (`.item()`) waits for its device: on a GPU, the training loop would wait at every logged loss.
+    A copy, taken at the call, is queued instead (on a GPU an asynchronous device copy: the loop does not wait), so
+    the value is the one of the moment of the call even if the caller changes the tensor in place afterwards, and
+    no autograd graph is kept alive.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
+        kind = str(value.dtype)
+        if (value.dtype.is_floating_point or kind in _TORCH_INTEGERS) and not kind.startswith(_NO_NUMPY_DTYPES):
+            return value.detach().clone()
+    return _as_float(tag, value)
 
 
 def _as_float(tag: str, value: Any) -> float:

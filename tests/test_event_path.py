@@ -300,3 +300,34 @@ def test_a_forked_child_loses_nothing_and_its_trigger_answers_at_once(hub: Local
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "child")] == list(range(100))
     assert [s for s, _ in scalars(run, "parent")] == [0, 1]
+
+
+def test_tensors_are_read_by_the_writer_thread_as_they_were_at_the_call(hub: LocalHub, repo_id: str,
+                                                                        logdir: Path) -> None:
+    import threading
+
+    import torch
+
+    readers: list[str] = []
+
+    class RecordingTensor(torch.Tensor):
+        """Stands in for a CUDA tensor: reading it (`.item()`) would wait for the device."""
+
+        def item(self) -> float:  # type: ignore[override]
+            readers.append(threading.current_thread().name)
+            return super().item()
+
+    loss = torch.tensor(2.5, requires_grad=True) * 1.0  # part of an autograd graph
+    tracked = torch.tensor([0.5]).as_subclass(RecordingTensor)
+    with _writer(repo_id, logdir) as writer:
+        writer.add_scalar("loss", loss, 0)
+        writer.add_scalar("tracked", tracked, 1)
+        with torch.no_grad():
+            tracked.add_(10.0)  # changed in place after the call: the value logged is the one of the call
+        assert readers == []  # nothing read on the training thread
+        writer.flush()
+        assert readers == ["hf_summary-event-writer"]
+        with pytest.raises(AssertionError):  # a tensor of several elements is refused at the call, as tensorboardX
+            writer.add_scalar("bad", torch.ones(3), 2)
+    assert scalars(logdir, "loss") == [(0, 2.5)]
+    assert scalars(logdir, "tracked") == [(1, 0.5)]

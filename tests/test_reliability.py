@@ -76,14 +76,18 @@ def test_user_exception_is_not_hidden_by_a_failed_final_push(hub: LocalHub, repo
 
 
 _SCRIPT = textwrap.dedent("""
-    import sys
+    import sys, time
     from hf_summary import HFSummaryWriter
     writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, push_on_sigterm=sys.argv[3] == "1")
     for step in range(500):
         writer.add_scalar("loss", float(step), step)
     if sys.argv[4] == "wait":
         print("ready", flush=True)
-        sys.stdin.read()
+        # A training loop's main thread runs Python code again and again; one blocked for good in a read() would
+        # never run a handler for a SIGTERM that the kernel hands to another thread (numpy's BLAS threads do not
+        # block signals, ours do), so the test waits as a loop does.
+        while True:
+            time.sleep(0.05)
 """)
 
 

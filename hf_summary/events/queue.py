@@ -175,13 +175,13 @@ class EventQueue:
 
     # Logging threads -------------------------------------------------------------------------------------------------
 
-    def put_scalar(self, run: str, tag: str, value: float, step: int | None, walltime: float) -> None:
+    def put_scalar(self, run: str, tag: str, value: Any, step: int | None, walltime: float) -> None:
         """Queue one scalar, already checked by the caller; blocks while `max_queue` items are waiting.
 
         Args:
             run: the run folder, relative to the logdir ("" for the logdir itself).
             tag: the tag as given; cleaned the way tensorboardX does when encoded.
-            value: the value, a Python float.
+            value: the value: a Python float, or a one-element tensor of the caller's own (a copy), read here.
             step: the step, an int in int64's range, or None for none.
             walltime: seconds since the epoch.
 
@@ -299,6 +299,8 @@ class EventQueue:
             try:
                 if item[0] == _SCALAR:  # most items: handled inline, this loop is the writer thread's hot path
                     _, run, tag, value, step, walltime = item
+                    if type(value) is not float:
+                        value = float(value.item())  # a tensor taken at the call: read here, off the training thread
                     file = runs.get(run) or self._run_file(run)
                     file.pending.append(frame_record(encode(tag, value, step, walltime)))
                 else:

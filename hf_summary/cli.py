@@ -17,9 +17,9 @@ from pathlib import Path
 
 from . import defaults
 from .upload.committer import Committer
-from .upload.hub import HubAuthError, HubClient, is_offline, redact
+from .upload.hub import HubAuthError, HubClient, RepoTarget, is_offline, redact
 from .upload.spec import UploadSpec
-from .upload.state import UploadState
+from .upload.state import STATE_DIR, UploadState
 from .upload.uploader import Uploader, default_ignore_patterns
 from .validation import REPO_TYPES, validate_token
 
@@ -50,7 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-summary", description="TensorBoard logs on the Hugging Face Hub.")
+    from . import __version__
+
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    parser.add_argument("--version", action="version", version=f"hf-summary {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     sync = commands.add_parser("sync", help="upload what is pending in a logdir, resumably")
@@ -69,10 +72,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="squash the branch history after each push (with N: when it has more than N commits)")
     watch.set_defaults(command=_watch)
 
-    status = commands.add_parser("status", help="bytes committed and pending, per file")
-    status.add_argument("logdir", type=Path)
+    status = commands.add_parser("status", help="per file, bytes on disk and on the Hub; exit 1 if the Hub lacks any")
+    status.add_argument("logdir", type=Path, help="a run's folder, or a folder of runs (each is reported)")
     status.add_argument("--include", nargs="*", default=[defaults.ALLOW_PATTERNS], help="patterns of files to upload")
     status.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
+    status.add_argument("--local", action="store_true",
+                        help="compare with the local upload state instead of asking the Hub (works offline)")
+    status.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
     status.set_defaults(command=_status)
 
     from . import show  # imported here: `hf-summary show` needs TensorBoard, the other commands do not
@@ -98,7 +104,8 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("repo_id", help="the repo, e.g. username/my-run")
     parser.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
                         help="repo folder; files land in <path-in-repo>/<logdir name>/ (default: %(default)s)")
-    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES)
+    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES,
+                        help="the kind of repo (default: %(default)s)")
     parser.add_argument("--revision", default=defaults.REVISION, help="branch to push to (default: %(default)s)")
     parser.add_argument("--include", nargs="*", default=[defaults.ALLOW_PATTERNS], help="patterns of files to upload")
     parser.add_argument("--exclude", nargs="*", default=None, help="patterns of files not to upload")
@@ -195,24 +202,67 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .upload.plan import UploadPlanner
-
     if not args.logdir.is_dir():
         raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
-    planner = UploadPlanner(args.logdir, args.include, default_ignore_patterns(args.exclude))
-    targets = UploadState(args.logdir, "").all_targets() or {"(never uploaded)": {}}
-    anything_pending = False
+    try:
+        validate_token(args.token, "--token")
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if not args.local and is_offline():
+        raise CliError("HF_HUB_OFFLINE is set: pass --local to compare with the upload state instead of the Hub.")
+    # A parent folder of several runs reports each of them (each has its own upload state).
+    runs = sorted({path.parent.parent for path in args.logdir.rglob(f"{STATE_DIR}/state.json")}) or [args.logdir]
+    missing = [_run_status(run, args) for run in runs]
+    print("pending: yes" if any(missing) else "pending: nothing")
+    return EXIT_FAILED if any(missing) else EXIT_OK
+
+
+def _run_status(logdir: Path, args: argparse.Namespace) -> bool:
+    """Print one run's files, on disk and on the Hub; True if the Hub lacks any of their valid bytes."""
+    from .upload.plan import UploadPlanner
+
+    on_disk = {file.relpath: file.size
+               for file in UploadPlanner(logdir, args.include, default_ignore_patterns(args.exclude)).plan({})}
+    targets = UploadState(logdir, "").all_targets()
+    if not targets:
+        print(f"{logdir}: never uploaded")
+        for relpath, size in sorted(on_disk.items()):
+            print(f"  {relpath:<64} {size:>12} {0:>12}")
+        return bool(on_disk)
+    missing = False
     for key, committed in targets.items():
-        pending = {file.relpath: file.size for file in planner.plan(committed)}
-        print(key)
-        print(f"  {'file':<64} {'committed':>12} {'pending':>12}")
-        for relpath in sorted(set(committed) | set(pending)):
-            done = committed[relpath].size if relpath in committed else 0
-            todo = max(0, pending[relpath] - done) if relpath in pending else 0
-            print(f"  {relpath:<64} {done:>12} {todo:>12}")
-        anything_pending = anything_pending or bool(pending)
-    print("pending: yes" if anything_pending else "pending: nothing")
-    return EXIT_FAILED if anything_pending else EXIT_OK
+        if args.local:
+            remote, where = {relpath: record.size for relpath, record in committed.items()}, "recorded"
+        else:
+            remote, age = _on_the_hub(key, args.token)
+            where = "on the Hub" + (f", last commit {_ago(age)} ago" if age is not None else "")
+        print(f"{logdir} -> {key} ({where})")
+        print(f"  {'file':<64} {'on disk':>12} {'on the Hub' if not args.local else 'recorded':>12}")
+        for relpath in sorted(set(on_disk) | set(remote)):
+            print(f"  {relpath:<64} {on_disk.get(relpath, 0):>12} {remote.get(relpath, 0):>12}")
+        missing = missing or any(remote.get(relpath) != size for relpath, size in on_disk.items())
+    return missing
+
+
+def _on_the_hub(key: str, token: str | None) -> tuple[dict[str, int], float | None]:
+    """The sizes of a target's files on the Hub, by path relative to the run folder, and the last commit's age."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    repo_type, rest = key.split(":", 1)
+    repo_and_revision, prefix = rest.split(":", 1)
+    repo_id, revision = repo_and_revision.rsplit("@", 1)
+    client = HubClient(RepoTarget(repo_id, repo_type, revision), token=token)
+    try:
+        return client.file_sizes(prefix), client.last_commit_age()
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return {}, None
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="port to serve on (default: 0, a free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to serve on (default: 127.0.0.1; 0.0.0.0 shows the runs to your network)")
-    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES)
+    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES,
+                        help="the kind of repo (default: %(default)s)")
     parser.add_argument("--revision", default=None, help="branch, tag or commit to show (default: main)")
     parser.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
                         help=f"repo folder holding the runs (default: {defaults.PATH_IN_REPO})")

@@ -324,3 +324,37 @@ def test_a_commit_the_server_did_not_make_is_not_recorded(hub: LocalHub, repo_id
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "loss")] == list(range(40))
     assert _cli("sync", str(logdir), repo_id).stdout.startswith("Nothing to upload")
+
+
+def test_status_asks_the_hub_and_reports_each_run_of_a_parent_folder(hub: LocalHub, repo_id: str,
+                                                                     tmp_path: Path) -> None:
+    from huggingface_hub import HfApi
+
+    runs = tmp_path / "runs"
+    paths = [_tbx_run(runs / name, range(5)) for name in ("a", "b")]
+    for name in ("a", "b"):
+        assert _cli("sync", str(runs / name), repo_id).returncode == 0
+    both = _cli("status", str(runs))
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert "never uploaded" not in both.stdout and all(p.name in both.stdout for p in paths)
+    assert "last commit" in both.stdout
+    # The Hub loses a file that the upload state says is there: only asking the Hub shows the gap.
+    HfApi().delete_file(f"tensorboard/b/{paths[1].name}", repo_id)
+    assert _cli("status", str(runs), "--local").returncode == 0
+    gap = _cli("status", str(runs))
+    assert gap.returncode == 1 and "pending: yes" in gap.stdout
+
+
+def test_the_command_line_a_newcomer_expects() -> None:
+    import argparse
+
+    import hf_summary
+    from hf_summary.cli import _parser
+
+    version = _cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"hf-summary {hf_summary.__version__}"
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"hf-summary {name} {action.option_strings or action.dest} has no help text"

@@ -204,7 +204,7 @@ class HubClient:
                     f"The Hub answered commit {info.oid} but {t.revision} does not hold {operation.path_in_repo} as "
                     "sent; nothing is recorded, the push tries again.")
 
-    def commit_ages(self, window: float) -> list[float]:
+    def commit_ages(self, window: float, limit: int | None = None) -> list[float]:
         """Seconds since each commit of the branch made in the last `window` seconds, newest first.
 
         Reads the history newest first and stops at the first older commit: one request in most cases.
@@ -222,7 +222,32 @@ class HubClient:
                 if age > window:
                     break
                 ages.append(max(0.0, age))
+                if limit is not None and len(ages) >= limit:
+                    break
         return ages
+
+    def file_sizes(self, folder: str) -> dict[str, int]:
+        """The size of each file below `folder` on the branch, by path relative to it.
+
+        Raises:
+            HubAuthError: the token was rejected.
+        """
+        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.hf_api import RepoFile
+
+        t = self.target
+        with self._auth_errors("read the repo"):
+            try:
+                entries = list(self.api.list_repo_tree(t.repo_id, path_in_repo=folder, recursive=True,
+                                                       repo_type=t.repo_type, revision=t.revision))
+            except EntryNotFoundError:
+                return {}  # the folder is not on the branch (yet, or any more)
+            return {entry.path[len(folder) + 1:]: entry.size for entry in entries if isinstance(entry, RepoFile)}
+
+    def last_commit_age(self) -> float | None:
+        """Seconds since the branch's newest commit (one request), or None for a branch without commits."""
+        ages = self.commit_ages(float("inf"), limit=1)
+        return ages[0] if ages else None
 
     def commit_count(self) -> int:
         """The number of commits on the branch."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def main() -> None:
         logdir = work / "runs" / "mlp"
         train(repo_id, logdir)
         show(repo_id, f"tensorboard/{logdir.name}", work / "download")
+    for scratch in ("hub", "download", "hf_home"):  # the server's files and the copies: only the run stays
+        shutil.rmtree(work / scratch, ignore_errors=True)
+    print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  hf-summary show {logdir}")
 
 
 def train(repo_id: str, logdir: Path) -> None:

@@ -126,7 +126,8 @@ def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *
                           ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
     except ValueError as error:
         raise CliError(str(error)) from None
-    committer = Committer(HubClient(spec.target(), token=args.token, batch_uploads=batch), every=every)
+    client = HubClient(spec.target(), token=args.token, batch_uploads=batch, token_option="--token")
+    committer = Committer(client, every=every)
     committer.join(Uploader(args.logdir, spec), every=every)
     return committer
 
@@ -251,7 +252,7 @@ def _on_the_hub(key: str, token: str | None) -> tuple[dict[str, int], float | No
     repo_type, rest = key.split(":", 1)
     repo_and_revision, prefix = rest.split(":", 1)
     repo_id, revision = repo_and_revision.rsplit("@", 1)
-    client = HubClient(RepoTarget(repo_id, repo_type, revision), token=token)
+    client = HubClient(RepoTarget(repo_id, repo_type, revision), token=token, token_option="--token")
     try:
         return client.file_sizes(prefix), client.last_commit_age()
     except (RepositoryNotFoundError, RevisionNotFoundError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,15 @@ os.environ.pop("HF_HUB_OFFLINE", None)
 _names = itertools.count()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # tmp_path folders inside the session's own temporary folder, removed with it at the end.
+    if not config.option.basetemp:
+        config.option.basetemp = str(Path(_HOME) / "tmp")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     HUB.stop()
+    shutil.rmtree(_HOME, ignore_errors=True)  # the suite leaves nothing in the system temp folder
 
 
 @pytest.fixture

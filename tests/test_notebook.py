@@ -158,6 +158,14 @@ def hub_steps(hub: LocalHub, repo_id: str, folder: str, tag: str, dest: Path) ->
     return [step for step, _ in hub_scalars(hub, repo_id, folder, tag, dest)]
 
 
+def local_steps(run_dir: Path, tag: str) -> list[int]:
+    """The steps of `tag` in a local run folder, as TensorBoard reads them ([] before the tag is written)."""
+    try:
+        return [step for step, _ in scalars(run_dir, tag)]
+    except KeyError:
+        return []
+
+
 # The threads a cell may see: the writer's own are "hf_summary-*"; the guardian's reaper lives exactly as long as
 # the guardian process, which exits after the last writer closed.
 THREADS = "sorted(t.name for t in __import__('threading').enumerate() if t.name.startswith('hf_summary-'))"
@@ -200,47 +208,56 @@ def test_example_notebook_runs_in_a_kernel_and_lands_on_the_hub(
 
 
 def test_rerunning_the_cell_sends_both_runs_once(kernel: Kernel, hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
-    """The same cell run twice: a second writer on the same logdir and repo, after the first closed (`with`), and
-    while the first is still open (a bare `writer = ...`, never closed, rebound by the re-run)."""
+    """The notebook's cell (`with HFSummaryWriter(...)`) run twice: a second writer on the same logdir and repo."""
     logdir = tmp_path / "runs" / "rerun"
     kernel.run(f"REPO, LOGDIR = {repo_id!r}, {str(logdir)!r}\nfrom hf_summary import HFSummaryWriter")
-    with_cell = """
+    cell = """
         run = globals().get("run", -1) + 1
         with HFSummaryWriter(repo_id=REPO, logdir=LOGDIR, commit_every=10) as writer:
             for step in range(20):
-                writer.add_scalar("with", run * 100 + step, step)
+                writer.add_scalar("loss", run * 100 + step, step)
+            writer.scheduler.trigger().result()
+            threads = THREADS
         print(run)
-    """
-    bare_cell = """
-        bare = globals().get("bare", -1) + 1
+    """.replace("THREADS", THREADS)
+    for expected in ("0", "1"):
+        outputs = kernel.run(cell)
+        assert text(outputs).strip() == expected and not text(outputs, "stderr"), outputs
+        # While open: the writer's two threads and the guardian's reaper; closed: none (the guardian exited too).
+        assert kernel.value("threads") == ["hf_summary-committer", "hf_summary-event-writer",
+                                           "hf_summary-guardian-reaper"]
+        assert kernel.value(THREADS) == []
+    want = sorted((step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
+    assert sorted(hub_scalars(hub, repo_id, "tensorboard/rerun", "loss", tmp_path / "download")) == want
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: two open writers on one logdir in one process share a "
+                   "committer whose two uploaders take the same upload.lock: every push fails (filelock: Deadlock)")
+def test_rerunning_a_cell_that_never_closes_its_writer(kernel: Kernel, hub: LocalHub, repo_id: str,
+                                                       tmp_path: Path) -> None:
+    """`writer = HFSummaryWriter(...)` without close(), re-run: the second writer opens while the first is open."""
+    logdir = tmp_path / "runs" / "rerun"
+    kernel.run(f"REPO, LOGDIR = {repo_id!r}, {str(logdir)!r}\nfrom hf_summary import HFSummaryWriter")
+    cell = """
+        run = globals().get("run", -1) + 1
         writer = HFSummaryWriter(repo_id=REPO, logdir=LOGDIR, commit_every=10)
         for step in range(20):
-            writer.add_scalar("bare", bare * 100 + step, step)
+            writer.add_scalar("loss", run * 100 + step, step)
         writer.scheduler.trigger().result()
-        print(bare)
+        print(run)
     """
-    for expected in ("0", "1"):
-        outputs = kernel.run(with_cell)
-        assert text(outputs).strip() == expected and not text(outputs, "stderr"), outputs
-        assert kernel.value(THREADS) == []  # a closed writer leaves no thread (nor a guardian, nor its reaper)
-    folder = "tensorboard/rerun"
-    want = sorted((step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
-    assert sorted(hub_scalars(hub, repo_id, folder, "with", tmp_path / "d1")) == want
-
     threads = []
     for expected in ("0", "1"):
-        outputs = kernel.run(bare_cell)
+        outputs = kernel.run(cell, timeout=30)
         assert text(outputs).strip() == expected and not text(outputs, "stderr"), outputs
         threads.append(kernel.value(THREADS))
-    # The second writer shares the first's committer (same repo and branch); the first, never closed, still has
-    # its event thread (tensorboardX's files stay open until close() or the end of the kernel), and one guardian
-    # watches both logdirs.
+    # One committer for both (same repo and branch), one guardian; the first writer, never closed, keeps its event
+    # thread until close() or the end of the kernel.
     assert threads[0] == ["hf_summary-committer", "hf_summary-event-writer", "hf_summary-guardian-reaper"]
-    assert threads[1].count("hf_summary-committer") == 1 and threads[1].count("hf_summary-guardian-reaper") == 1
-    assert sorted(hub_scalars(hub, repo_id, folder, "bare", tmp_path / "d2")) == sorted(
-        (step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
-    assert sorted(hub_scalars(hub, repo_id, folder, "with", tmp_path / "d3")) == want  # nothing twice
-    print("threads after the bare re-run:", threads[1])
+    assert threads[1] == ["hf_summary-committer", "hf_summary-event-writer", "hf_summary-event-writer",
+                          "hf_summary-guardian-reaper"]
+    want = sorted((step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
+    assert sorted(hub_scalars(hub, repo_id, "tensorboard/rerun", "loss", tmp_path / "download")) == want
 
 
 def test_interrupting_the_loop_pushes_and_reraises(kernel: Kernel, hub: LocalHub, repo_id: str,
@@ -287,8 +304,8 @@ def test_restarting_the_kernel_without_close_loses_nothing(jupyter: str, hub: Lo
         """)
         # On disk before the restart (the writer thread writes every second): "nothing lost" is about what is on
         # disk; what is still in memory when a process is killed is lost with it.
-        wait_for(lambda: len(scalars(logdir, "loss")) == 50 if any(logdir.glob("*tfevents*")) else False,
-                 timeout=30, what="the 50 events written to disk")
+        wait_for(lambda: local_steps(logdir, "loss") == list(range(50)), timeout=30,
+                 what="the 50 events written to disk")
         assert hub_steps(hub, repo_id, "tensorboard/forgotten", "loss", tmp_path / "before") is None
         kernel.km.restart_kernel(now=now)
         steps = wait_for(lambda: hub_steps(hub, repo_id, "tensorboard/forgotten", "loss", tmp_path / "download"),

@@ -182,6 +182,12 @@ def test_cli_rejected_token(hub: LocalHub, repo_id: str, tmp_path: Path) -> None
     result = _cli("sync", str(tmp_path / "run"), repo_id, env={**os.environ, "HF_TOKEN": "hf_wrong_token_123456"})
     assert result.returncode == 3
     assert "HF_TOKEN" in result.stderr and "hf_wrong_token_123456" not in result.stderr + result.stdout
+    named = _cli("sync", str(tmp_path / "run"), repo_id, "--token", "hf_wrong_token_123456")
+    assert named.returncode == 3 and "passed with --token" in named.stderr and "token=" not in named.stderr
+    anonymous = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    anonymous["HF_HOME"] = str(tmp_path / "no-login")
+    nobody = _cli("sync", str(tmp_path / "run"), repo_id, env=anonymous)
+    assert nobody.returncode == 3 and "you are not logged in" in nobody.stderr and "this token" not in nobody.stderr
 
 
 def test_watch_uploads_a_torch_tensorboard_logdir(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ def test_rejected_token_names_its_source_not_its_value(hub: LocalHub, repo_id: s
         HFSummaryWriter(repo_id, logdir=str(logdir), **kwargs)
     text = str(caught.value)
     assert bad not in text
-    assert ("`token` argument" if source == "argument" else "HF_TOKEN") in text
+    assert ("the token passed with `token=`" if source == "argument" else "HF_TOKEN") in text
     assert not logdir.exists()
     assert threading.active_count() == before
 

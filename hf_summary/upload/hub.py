@@ -61,10 +61,10 @@ def redact(text: str) -> str:
     return _SECRETS.sub(lambda m: (m.group(1) or "") + "***", text)
 
 
-def token_source(token: str | None) -> str:
-    """Where huggingface_hub takes the token from, in words a user can act on."""
+def token_source(token: str | None, option: str = "`token=`") -> str | None:
+    """Where huggingface_hub takes the token from, in words a user can act on; None when there is no token."""
     if token:
-        return "the `token` argument"
+        return f"the token passed with {option}"
     if os.environ.get("HF_TOKEN"):
         return "the HF_TOKEN environment variable"
     if os.environ.get("HUGGING_FACE_HUB_TOKEN"):
@@ -73,7 +73,7 @@ def token_source(token: str | None) -> str:
 
     if os.path.exists(constants.HF_TOKEN_PATH):
         return f"the token saved by `hf auth login` in {constants.HF_TOKEN_PATH}"
-    return "no token (you are not logged in)"
+    return None
 
 
 def is_offline() -> bool:
@@ -107,9 +107,11 @@ class HubClient:
         token: the token, or None to use the one huggingface_hub finds (HF_TOKEN, then `hf auth login`).
         batch_uploads: upload a commit's files in one batch, with huggingface_hub's progress bar: for a command
             a person waits on. False (background pushes) uploads them one by one, which draws no bar.
+        token_option: how the user passes a token where this client is used (`token=`, `--token`).
     """
 
-    def __init__(self, target: RepoTarget, token: str | None = None, *, batch_uploads: bool = False) -> None:
+    def __init__(self, target: RepoTarget, token: str | None = None, *, batch_uploads: bool = False,
+                 token_option: str = "`token=`") -> None:
         from huggingface_hub import HfApi
 
         from .. import __version__
@@ -117,6 +119,7 @@ class HubClient:
         self.target = target
         self._token = token
         self._batch_uploads = batch_uploads
+        self._token_option = token_option  # how the user gives a token here: error messages name it
         self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
         _quiet_client_logs()
         self.repo_ready = False
@@ -260,7 +263,7 @@ class HubClient:
                                       commit_message="Squash TensorBoard logs")
 
     def _auth_errors(self, action: str) -> _AuthErrors:
-        return _AuthErrors(action, self._token)
+        return _AuthErrors(action, self._token, self._token_option)
 
 
 def quiet_operation(path_in_repo: str, path: str | io.BufferedIOBase) -> CommitOperationAdd:
@@ -286,9 +289,10 @@ def _quiet_class() -> type[CommitOperationAdd]:
 class _AuthErrors:
     """Turns 401/403 into a HubAuthError that says which token was used and what to do."""
 
-    def __init__(self, action: str, token: str | None) -> None:
+    def __init__(self, action: str, token: str | None, option: str) -> None:
         self._action = action
         self._token = token
+        self._option = option
 
     def __enter__(self) -> None:
         return None
@@ -298,8 +302,14 @@ class _AuthErrors:
         from .retry import http_status
 
         if exc is not None and http_status(exc) in (401, 403):
+            source = token_source(self._token, self._option)
+            if source is None:
+                raise HubAuthError(
+                    f"The Hub refused to {self._action} (HTTP {http_status(exc)}): you are not logged in. Run "
+                    f"`hf auth login`, set HF_TOKEN, or pass a token with {self._option}."
+                ) from None
             raise HubAuthError(
-                f"The Hub refused to {self._action} (HTTP {http_status(exc)}) with {token_source(self._token)}. "
-                "Check that this token exists and has write access to the repo's namespace, or pass another one "
-                "with `token=` / `hf auth login`."
+                f"The Hub refused to {self._action} (HTTP {http_status(exc)}) with {source}. Check that this token "
+                "exists and has write access to the repo's namespace, or pass another one with "
+                f"{self._option} / `hf auth login`."
             ) from None

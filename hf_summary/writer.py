@@ -236,6 +236,11 @@ class HFSummaryWriter(LocalSummaryWriter):
                          "them with:\n  %s", self.logdir, self.repo_id,
                          redact(str(getattr(error, "reason", None) or error)) or type(error).__name__, self.logdir,
                          self.sync_command())
+        except KeyboardInterrupt:
+            # Ctrl-C while the final push runs: the interrupt goes on to the user, with what completes the upload.
+            logger.error("The final push of %s was interrupted. Your logs are safe in '%s'; upload them with:\n  %s",
+                         self.logdir, self.logdir, self.sync_command())
+            raise
 
     def _open_file_writer(self) -> Any:
         writer = super()._open_file_writer()

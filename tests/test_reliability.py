@@ -310,3 +310,31 @@ def test_token_looking_text_is_redacted_from_what_we_log() -> None:
 
     text = "Illegal header value b'Bearer hf_abcdefghijklmnop\\n' sent with hf_zyxwvutsrqponmlk"
     assert redact(text) == "Illegal header value b'Bearer ***' sent with ***"
+
+
+_INTERRUPTED_CLOSE = textwrap.dedent("""
+    import os, signal, sys, threading
+    from hf_summary import HFSummaryWriter
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, close_timeout=60)
+    writer.add_scalar("loss", 1.0, 0)
+    print("ready", flush=True)
+    sys.stdin.readline()  # the test makes the Hub hang, then lets us close
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C during the final push
+    try:
+        writer.close()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+""")
+
+
+def test_ctrl_c_during_the_final_push_says_how_to_finish_it(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_CLOSE, repo_id, str(logdir)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        hub.set_faults(1.0, kinds=("hang",))
+        out, err = proc.communicate("close\n", timeout=120)
+    finally:
+        hub.clear_faults()
+    assert "interrupted" in out  # the KeyboardInterrupt reached the user
+    assert "was interrupted" in err and f"hf-summary sync {logdir}" in err

@@ -234,7 +234,7 @@ def training_loop(params: dict[str, Any]) -> None:
 
 
 def histogram_image_cost(params: dict[str, Any]) -> None:
-    """Part c: per-call cost of add_histogram and add_image, ours vs tensorboardX, interleaved rounds."""
+    """Part c: per-call cost of add_histogram, add_image and add_scalar of a 0-d tensor, ours vs tensorboardX."""
     import torch
 
     torch.manual_seed(0)
@@ -242,14 +242,17 @@ def histogram_image_cost(params: dict[str, Any]) -> None:
     writers = {kind: make_writer(kind, f"{params['logdir']}/{kind}", params["repo_id"]) for kind in kinds}
     weights = torch.randn(params["hist_side"], params["hist_side"])
     image = torch.rand(3, params["image_side"], params["image_side"])
-    per_round: dict[str, dict[str, list[float]]] = {k: {"histogram": [], "image": []} for k in writers}
+    loss = torch.tensor(0.25)
+    per_round: dict[str, dict[str, list[float]]] = {k: {"histogram": [], "image": [], "tensor scalar": []}
+                                                    for k in writers}
     step = 0
     for r in range(params["rounds"]):
         order = list(writers) if r % 2 == 0 else list(reversed(writers))
         for kind in order:
             writer = writers[kind]
             for what, call in (("histogram", lambda w, s: w.add_histogram("weights", weights, s)),
-                               ("image", lambda w, s: w.add_image("sample", image, s))):
+                               ("image", lambda w, s: w.add_image("sample", image, s)),
+                               ("tensor scalar", lambda w, s: w.add_scalar("loss", loss, s))):
                 times = []
                 for _ in range(params["calls"]):
                     t0 = time.perf_counter_ns()
@@ -350,13 +353,14 @@ def part_b(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdic
 
 def part_c(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
     print(f"\n(c) add_histogram (torch.randn({args.hist_side}, {args.hist_side}), default 'tensorflow' bins) and "
-          f"add_image (torch.rand(3, {args.image_side}, {args.image_side})): {args.calls_c} calls per round, "
+          f"add_image (torch.rand(3, {args.image_side}, {args.image_side})), add_scalar of a 0-d CPU tensor (ours "
+          f"queues a copy, read by the writer thread): {args.calls_c} calls per round, "
           f"{args.rounds} interleaved rounds, median of the rounds' medians.", flush=True)
     params = {"part": "c", "logdir": str(work / "c"), "repo_id": f"{hub.user}/bench-hist-image",
               "hist_side": args.hist_side, "image_side": args.image_side, "calls": args.calls_c, "rounds": args.rounds}
     r = run_child(__file__, params, child_env(hub, work / "hf_home"), timeout=1200)
     rows = [[what, f"{r['ours'][what]:.0f}", f"{r['tensorboardX'][what]:.0f}",
-             f"{r['tensorboardX'][what] / r['ours'][what]:.2f}x"] for what in ("histogram", "image")]
+             f"{r['tensorboardX'][what] / r['ours'][what]:.2f}x"] for what in ("histogram", "image", "tensor scalar")]
     print(format_table(["call", "ours us", "tensorboardX us", "tbX / ours"], rows))
 
 

@@ -22,7 +22,8 @@ incomplete record (TensorBoard's reader does the same), and every `train/loss` s
 was not visible before is marked visible at that commit's time. Files only grow, so each file is parsed once,
 incrementally; a file whose earlier bytes changed is parsed again from the start. A value's freshness is its
 visible time minus its `walltime` (read from the local event file, where the writer stored it exactly as given).
-Median and 95th percentile are over every value logged by every trial. Values never visible count as lost.
+Median and 95th percentile are over every value of every trial that reached the Hub (the count is printed: a writer
+that stops committing is measured only on what it got up); the others count as lost.
 
 Values lost: at the end every trial's run is downloaded from the Hub and read with TensorBoard's `EventAccumulator`
 (no sampling); a trial is whole when its `train/loss` steps are exactly 0..n-1 with the exact values (float32).
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import struct
 import subprocess
 import sys
@@ -100,14 +102,38 @@ def make_writer(params: dict[str, Any]) -> Any:
     return PeerWriter(params["repo_id"], logdir=params["logdir"], commit_every=minutes)
 
 
+def describe(error: BaseException) -> str:
+    """The error's type, HTTP status if any, and first line."""
+    response = getattr(error, "response", None)
+    status = f" HTTP {response.status_code}" if getattr(response, "status_code", None) else ""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}{status}: {text[0] if text else ''}"
+
+
+class BudgetWaits(logging.Handler):
+    """Counts our committer's "made N commits in the last hour (budget B)" records: scheduled pushes held back."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "(budget" in record.getMessage():
+            self.count += 1
+
+
 def child(params: dict[str, Any]) -> None:
     """Build the writer, say ready, wait for the parent's go, log for the duration, close; report."""
+    waits = BudgetWaits()
+    committer_log = logging.getLogger("hf_summary.upload.committer")
+    committer_log.addHandler(waits)
+    committer_log.setLevel(logging.INFO)
     t0 = time.monotonic()
     init_error = None
     try:
         writer = make_writer(params)
     except Exception as error:  # the peer's constructor pushes a model card: it can meet the quota
-        writer, init_error = None, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        writer, init_error = None, describe(error)
     init_seconds = time.monotonic() - t0
     print("ready", flush=True)
     sys.stdin.readline()  # the go line
@@ -123,10 +149,11 @@ def child(params: dict[str, Any]) -> None:
         try:
             writer.__exit__(None, None, None)  # as leaving a `with` block: close and final push
         except Exception as error:
-            close_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            close_error = describe(error)
         close_end = time.time()
     emit_result({"steps": steps, "init_seconds": init_seconds, "init_error": init_error,
-                 "close_start": close_start, "close_end": close_end, "close_error": close_error})
+                 "close_start": close_start, "close_end": close_end, "close_error": close_error,
+                 "budget_waits": waits.count})
 
 
 # Parent: run the sweep -----------------------------------------------------------------------------------------------
@@ -318,6 +345,7 @@ def analyse(name: str, hub: LocalHub, repo_id: str, trials: list[Trial], go_time
         "fresh_median": median(freshness) if freshness else float("nan"),
         "fresh_p95": percentile(freshness, 95) if freshness else float("nan"),
         "fresh_max": max(freshness, default=float("nan")), "fresh_n": len(freshness),
+        "budget_waits": sum(t.result["budget_waits"] for t in trials),
         "init_median": median([t.result["init_seconds"] for t in trials]),
         "close_max": max((t.result["close_end"] - t.result["close_start"] for t in started), default=0.0),
         "errors": errors,
@@ -340,8 +368,8 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between scheduled pushes (commit_every)")
     parser.add_argument("--duration", type=float, default=30.0, help="D: seconds each trial logs")
     parser.add_argument("--log-every-ms", type=float, default=5.0, help="pause between two scalars of a trial")
-    parser.add_argument("--budget", type=int, default=16, help="our max_commits_per_hour")
-    parser.add_argument("--hub-limit", type=int, default=32, help="C: commits per repo per hour the Hub accepts")
+    parser.add_argument("--budget", type=int, default=24, help="our max_commits_per_hour")
+    parser.add_argument("--hub-limit", type=int, default=40, help="C: commits per repo per hour the Hub accepts")
     parser.add_argument("--contestants", default="ours,peer", help=f"comma-separated, from {sorted(CONTESTANTS)}")
     parser.add_argument("--timeout", type=float, default=600, help="seconds a contestant's sweep may take")
     args = parse_args_or_run_child(parser, child)
@@ -371,15 +399,17 @@ def main() -> int:
         rows.append([
             CONTESTANTS[name], f"{r['started']}/{r['trials']}", r["logged"],
             f"{r['commits']} ({r['scheduled']} + {r['final']})", f"{r['per_hour']:.0f}", r["rate_limited"],
-            f"{r['fresh_median']:.2f}", f"{r['fresh_p95']:.2f}", f"{r['fresh_max']:.2f}", r["lost"],
-            f"{r['whole']}/{r['started']}", f"{r['init_median']:.1f}", f"{r['close_max']:.1f}", f"{r['seconds']:.0f}",
+            r["budget_waits"] if name == "ours" else "-", f"{r['fresh_median']:.2f}", f"{r['fresh_p95']:.2f}",
+            f"{r['fresh_max']:.2f}", r["lost"], f"{r['whole']}/{r['started']}", f"{r['init_median']:.1f}",
+            f"{r['close_max']:.1f}", f"{r['seconds']:.0f}",
         ])
     print()
     print(format_table(["writer", "trials up", "values logged", "commits (sched + final)", "sched/h", "429s",
-                        "fresh med s", "fresh p95 s", "fresh max s", "values lost", "runs whole", "init s (med)",
-                        "close s (max)", "total s"], rows))
+                        "budget waits", "fresh med s", "fresh p95 s", "fresh max s", "values lost", "runs whole",
+                        "init s (med)", "close s (max)", "total s"], rows))
     print("commits: what the quota counts (hub.commit_times); sched: before the first trial began closing; sched/h: "
-          "scheduled commits / duration x 3600. fresh: add_scalar walltime -> first commit showing the value.")
+          "scheduled commits / duration x 3600;\nbudget waits: scheduled pushes our writers held back because the "
+          "budget was spent; fresh: add_scalar walltime -> first commit showing the value.")
     for name, r in results.items():
         timeline = " ".join(f"{t:g}s:{n}" for t, n in r["timeline"])
         print(f"  {name} commits (s after go : values first shown): {timeline}")
@@ -392,7 +422,9 @@ def main() -> int:
         print(f"\nPeer / ours: {peer['commits'] / max(1, ours['commits']):.2f}x the commits, "
               f"{peer['fresh_median'] / ours['fresh_median']:.2f}x the median freshness, "
               f"{peer['fresh_p95'] / ours['fresh_p95']:.2f}x the p95; 429s {peer['rate_limited']} vs "
-              f"{ours['rate_limited']}, values lost {peer['lost']} vs {ours['lost']}.")
+              f"{ours['rate_limited']}, values lost {peer['lost']} vs {ours['lost']}. Freshness is over the values "
+              f"that reached the Hub: ours {ours['fresh_n']} of {ours['logged']}, peer {peer['fresh_n']} of "
+              f"{peer['logged']}.")
 
     verdicts = Verdicts()
     if "ours" in results:

@@ -381,8 +381,9 @@ class Committer:
         except Exception as error:  # the history unreadable: push anyway, the Hub's own 429 still paces us
             logger.info("Could not read the history of %s (%s); pushing anyway", self.client.target.repo_id, error)
             return False
-        ages += [now - t for t in self._own_commits]
-        if len(ages) < self.max_commits_per_hour and len(self._own_commits) < self.max_commits_per_hour:
+        own = [now - t for t in self._own_commits]
+        ages = ages if len(ages) >= len(own) else own  # a squashed history no longer shows our own commits
+        if len(ages) < self.max_commits_per_hour:
             return False
         oldest = sorted(ages)[:self.max_commits_per_hour][-1]  # the commit whose hour ends first frees a slot
         self._not_before = now + max(1.0, 3600 - oldest)
@@ -407,6 +408,7 @@ class Committer:
             Exception: what the Hub client raised last; nothing is recorded as committed then.
         """
         repo_id = self.client.target.repo_id
+        started = self.clock()  # the interval runs from the start of a push: pushes come every interval, no drift
         try:
             info = self._retry.call(lambda: self._upload_once(scheduled), what=f"Push to {repo_id}", deadline=deadline,
                                     clock=self.clock, sleep=lambda seconds: self._wait(self._stop, seconds))
@@ -424,7 +426,8 @@ class Committer:
             self._pace = max(1.0, self._pace * 0.8)
             return info
         finally:
-            self._last_push = self.clock()
+            # A success counts the interval from its start; a failure its backoff from its end.
+            self._last_push = started if self._failures == 0 else self.clock()
 
     def _upload_once(self, scheduled: bool = False) -> CommitInfo | None:
         """Flush the writers, take the machine's turn, plan each logdir under its lock, commit (in chunks), record."""

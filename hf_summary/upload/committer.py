@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import defaults
@@ -454,9 +455,19 @@ class Committer:
 
     def _commit(self, members: list[Uploader]) -> CommitInfo | None:
         with ExitStack() as stack:
+            # Two writers of this process on one logdir (a notebook cell run twice) upload it once, under one lock:
+            # with the files that either may still append to.
+            unique: dict[tuple[str, str, str], Uploader] = {}
+            also_open: dict[tuple[str, str, str], list[Path]] = {}
+            for uploader in members:
+                if uploader.key in unique:
+                    also_open.setdefault(uploader.key, []).extend(uploader.open_files())
+                else:
+                    unique[uploader.key] = uploader
             # Locks are taken in one order, so that processes sharing logdirs cannot deadlock.
-            uploaders = sorted(members, key=lambda u: str(u.logdir.resolve()))
-            batches = [batch for u in uploaders if (batch := u.begin(stack)) is not None]
+            uploaders = sorted(unique.values(), key=lambda u: u.key)
+            batches = [batch for u in uploaders
+                       if (batch := u.begin(stack, also_open=also_open.get(u.key))) is not None]
             if not batches:
                 return None
             # In logdir order, then name order: TensorBoard never sees a later event file of a run without the

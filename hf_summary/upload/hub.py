@@ -185,7 +185,16 @@ class HubClient:
             info = self.api.create_commit(
                 t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
             )
-            self._confirm(operations, info)
+            try:
+                self._confirm(operations, info)
+            except CommitNotConfirmed:
+                raise
+            except Exception as error:  # the check itself failed: as unsure as a check that failed
+                from .retry import http_status
+
+                if http_status(error) in (401, 403):
+                    raise
+                raise CommitNotConfirmed(f"Could not confirm commit {info.oid} on {t.revision}: {error}") from error
         self._card_checked = True
         return info
 

@@ -48,8 +48,22 @@ class Uploader:
         """Files whose valid content is not on the Hub yet, according to the upload state."""
         return self.planner.plan(self.state().load(), self._open_files())
 
-    def begin(self, stack: ExitStack, lock_timeout: float = -1) -> Batch | None:
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The logdir and its destination: two uploaders with one key upload the same files under one lock."""
+        return str(self.logdir.resolve()), self.state().key, self.path_in_repo
+
+    def open_files(self) -> list[Path]:
+        """The event files a writer of this process may still append to."""
+        return self._open_files()
+
+    def begin(self, stack: ExitStack, lock_timeout: float = -1, also_open: list[Path] | None = None) -> Batch | None:
         """Lock the logdir's upload state (until `stack` closes) and plan its part of a commit; None if nothing changed.
+
+        Args:
+            stack: holds the lock until the commit is recorded.
+            lock_timeout: seconds to wait for another process's push of this logdir.
+            also_open: files other writers of this process (on the same logdir) may still append to.
 
         Raises:
             filelock.Timeout: another process held the lock for `lock_timeout` seconds.
@@ -57,7 +71,7 @@ class Uploader:
         state = self.state()
         stack.enter_context(state.lock(lock_timeout))
         committed = state.load()  # read inside the lock: another process may have committed since we last looked
-        planned = self.planner.plan(committed, self._open_files())
+        planned = self.planner.plan(committed, [*self._open_files(), *(also_open or [])])
         if not planned:
             return None
         return Batch(self, state, committed, planned, self._operations(planned))

@@ -40,7 +40,7 @@ from tensorboardX import SummaryWriter as TbxWriter
 from tensorboardX.proto.event_pb2 import Event
 
 from hf_summary import LocalSummaryWriter
-from tests.test_tensorboardx_parity import _Collect, describe, read_logdir
+from tests.test_tensorboardx_parity import _Collect, describe, read_logdir, writer_thread_died
 
 SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
 CASES_PER_SEED = 4
@@ -419,14 +419,7 @@ def run_sequence(cls: type, logdir: Path, calls: list[Call]) -> SequenceOutcome:
                 errors.append(None)
                 messages.append("")
         writer.add_scalar("sentinel", 1.0, 1, walltime=1.0)  # the writer must still work after the sequence
-        thread_died = False
-        events = getattr(writer, "_events", None)
-        if events is not None:
-            try:
-                writer.flush()
-            except Exception:
-                pass
-            thread_died = not events._thread.is_alive()
+        thread_died = writer_thread_died(writer)
         window = (start, time.time())
         scalar_dict = {
             os.path.relpath(key, logdir): repr([[0 if _in_window(t, window) else t, s, v] for t, s, v in rows])

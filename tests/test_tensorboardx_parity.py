@@ -124,6 +124,18 @@ def describe(disk: dict[str, Any]) -> dict[str, Any]:
     return readable
 
 
+def writer_thread_died(writer: Any) -> bool:
+    """Whether our writer thread is gone, after a flush (tensorboardX's writer has no such thread: False)."""
+    events = getattr(writer, "_events", None)
+    if events is None:
+        return False
+    try:
+        writer.flush()
+    except Exception:
+        pass  # a flush error is a finding of its own; here only the thread matters
+    return not events._thread.is_alive()
+
+
 # Running one case -----------------------------------------------------------------------------------------------------
 
 
@@ -168,14 +180,7 @@ def run_case(cls: type, logdir: Path, call: Callable[[Any], Any], keep_walltime:
             call_error = type(error).__name__
         writer.add_scalar("sentinel", 1.0, 1, walltime=1.0)  # the writer must still work after the call
         scalar_dict = _normalized_scalar_dict(writer, logdir, keep_walltime)
-        thread_died = False
-        events = getattr(writer, "_events", None)
-        if events is not None:
-            try:
-                writer.flush()
-            except Exception:
-                pass
-            thread_died = not events._thread.is_alive()
+        thread_died = writer_thread_died(writer)
         close_error = None
         try:
             writer.close()

@@ -186,7 +186,12 @@ class HubClient:
                 t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
             )
             try:
-                self._confirm(operations, info)
+                # The check is retried on its own: a commit made must not be made again because one request of the
+                # check failed (and huggingface_hub would draw a bar for the content it already has).
+                from .retry import RetryPolicy
+
+                RetryPolicy(attempts=4, base=0.5, cap=4.0).call(lambda: self._confirm(operations, info),
+                                                                  what="Confirm the commit")
             except CommitNotConfirmed:
                 raise
             except Exception as error:  # the check itself failed: as unsure as a check that failed

@@ -101,12 +101,15 @@ class MachineRegistry:
             return
         try:
             data = self._read()
-            if interval is not None and time.time() - data.get("last_push", 0.0) < interval:
+            started = time.time()
+            # Only another process's recent push skips our turn: our own schedule already spaces our pushes.
+            if (interval is not None and data.get("last_pid") != os.getpid()
+                    and started - data.get("last_push", 0.0) < interval):
                 yield None
                 return
             yield self._entries(data)
             data = self._read()
-            data["last_push"] = time.time()
+            data["last_push"], data["last_pid"] = started, os.getpid()  # when it started: intervals run from there
             self._write(data)
         finally:
             self._lock.release()

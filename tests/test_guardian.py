@@ -153,6 +153,9 @@ def _our_commits(hub: LocalHub, repo_id: str) -> int:
 
 def _check_run_complete(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> int:
     """Check the run read back from the Hub; return its number of steps."""
+    log_file = logdir / ".hf_summary" / guardian.LOG_NAME
+    # The commit is visible before the guardian has confirmed it on the branch, recorded it and said so.
+    _wait_for(lambda: log_file.exists() and "Pushed" in log_file.read_text(), 60, "the guardian's push recorded")
     acc = accumulate(download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl"))
     steps = [e.step for e in acc.Scalars("loss")]
     assert steps == list(range(len(steps))) and len(steps) >= 2000  # every step once, in order

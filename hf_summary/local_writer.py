@@ -187,15 +187,16 @@ def _fast_float(value: Any) -> float | None:
 
 
 def _as_value(tag: str, value: Any) -> Any:
-    """What add_scalar queues: a float, or for a one-element torch tensor a copy of it, read by the writer thread.
+    """What add_scalar queues: a float, or for a one-element tensor on an accelerator a copy of it, read later.
 
     Reading a tensor (`.item()`) waits for its device: on a GPU, the training loop would wait at every logged loss.
-    A copy, taken at the call, is queued instead (on a GPU an asynchronous device copy: the loop does not wait), so
-    the value is the one of the moment of the call even if the caller changes the tensor in place afterwards, and
-    no autograd graph is kept alive.
+    A copy, taken at the call, is queued instead (an asynchronous device copy: the loop does not wait) and the
+    writer thread reads it, so the value is the one of the moment of the call even if the caller changes the tensor
+    in place afterwards, and no autograd graph is kept alive. A CPU tensor has no device to wait for: it is read at
+    once, which costs less than a copy.
     """
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
+    if torch is not None and isinstance(value, torch.Tensor) and not value.is_cpu and value.numel() == 1:
         kind = str(value.dtype)
         if (value.dtype.is_floating_point or kind in _TORCH_INTEGERS) and not kind.startswith(_NO_NUMPY_DTYPES):
             return value.detach().clone()

@@ -313,6 +313,10 @@ def test_tensors_are_read_by_the_writer_thread_as_they_were_at_the_call(hub: Loc
     class RecordingTensor(torch.Tensor):
         """Stands in for a CUDA tensor: reading it (`.item()`) would wait for the device."""
 
+        @property
+        def is_cpu(self) -> bool:  # type: ignore[override]
+            return False
+
         def item(self) -> float:  # type: ignore[override]
             readers.append(threading.current_thread().name)
             return super().item()

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     with LocalHub(args.root, host=args.host, port=args.port) as hub:
         print(f"Local Hub listening on {hub.endpoint} (root: {hub.root})")
         print(f"Token: {hub.token} (user: {hub.user})")
-        for name, value in hub.env().items():
+        for name, value in hub.env(xet=hub.xet).items():
             print(f"export {name}={value}")
         print("Press Ctrl-C to stop.", flush=True)
         try:

@@ -104,7 +104,13 @@ class HubStats:
         requests: HTTP requests received, including those answered with an injected fault.
         commits: Commits created through the commit endpoint (super-squash rewrites are not counted).
         bytes_received: Request body bytes, all endpoints together.
-        upload_bytes: File content bytes received: LFS upload bodies plus decoded inline files of commits.
+        upload_bytes: File content bytes received: LFS upload bodies, decoded inline files of commits and Xet xorb
+            bodies (compressed chunks, as sent).
+        lfs_uploads: Objects uploaded through the legacy LFS protocol (one per upload PUT).
+        xet_xorbs: Xorbs uploaded to the Xet CAS (including ones it already had).
+        xet_xorb_bytes: Bytes of those xorbs, as sent (only new chunks, compressed): what dedup saves shows here.
+        xet_shards: Shards uploaded to the Xet CAS (each describes the files of one upload).
+        xet_reconstructions: Reconstruction requests to the Xet CAS: downloads through Xet (one per range asked).
         faults_injected: Requests answered with an injected fault.
         rate_limited: Commits refused with 429 because the repository's commit quota (`commit_limit`) was used up.
             Injected "429" faults are counted in `faults_injected`, not here.
@@ -116,6 +122,11 @@ class HubStats:
     commits: int = 0
     bytes_received: int = 0
     upload_bytes: int = 0
+    lfs_uploads: int = 0
+    xet_xorbs: int = 0
+    xet_xorb_bytes: int = 0
+    xet_shards: int = 0
+    xet_reconstructions: int = 0
     faults_injected: int = 0
     rate_limited: int = 0
     limit_rejections: int = 0
@@ -149,6 +160,11 @@ class StatsRecorder:
                 commits=self._counters["commits"],
                 bytes_received=self._counters["bytes_received"],
                 upload_bytes=self._counters["upload_bytes"],
+                lfs_uploads=self._counters["lfs_uploads"],
+                xet_xorbs=self._counters["xet_xorbs"],
+                xet_xorb_bytes=self._counters["xet_xorb_bytes"],
+                xet_shards=self._counters["xet_shards"],
+                xet_reconstructions=self._counters["xet_reconstructions"],
                 faults_injected=self._counters["faults_injected"],
                 rate_limited=self._counters["rate_limited"],
                 limit_rejections=self._counters["limit_rejections"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from .faults import DEFAULT_FAULT_KINDS, FaultInjector, HubStats, StatsRecorder
 from .limits import CommitLimiter, HubLimits
 from .server import HubHTTPServer, HubState
 from .storage import DEFAULT_BRANCH, RepoKey, Storage
+from .xet import XetStore
 
 DEFAULT_TOKEN = "hf_local_token"
 DEFAULT_USER = "local-user"
@@ -24,9 +26,13 @@ DEFAULT_USER = "local-user"
 class LocalHub:
     """A real HTTP server on the local machine that speaks enough of the Hugging Face Hub API for `huggingface_hub`.
 
-    Point the client at it with `HF_ENDPOINT=hub.endpoint` and `HF_HUB_DISABLE_XET=1`, set before
-    `huggingface_hub` is imported (see `env()`); repositories, uploads, downloads, commit history, squashing,
-    permissions and error responses then behave like on the Hub. State is kept on disk under `root`.
+    Point the client at it with `HF_ENDPOINT=hub.endpoint`, set before `huggingface_hub` is imported (see `env()`);
+    repositories, uploads, downloads, commit history, squashing, permissions and error responses then behave like on
+    the Hub. State is kept on disk under `root`.
+
+    Like the Hub, it speaks Xet: Xet tokens, a CAS (xorbs, shards, reconstructions) under `/xet-cas` on the same
+    port, and Xet headers and hashes for files uploaded through it, so the real `hf_xet` client uploads and
+    downloads through it. Legacy LFS uploads are accepted too, and every file downloads as plain bytes as well.
 
     Args:
         root: Folder holding repositories and blobs. A server started again on the same folder sees the same
@@ -41,6 +47,9 @@ class LocalHub:
         max_folder_entries: Refuse commits leaving more entries (files and subfolders) than this in one folder (the
             Hub refuses more than `HUB_MAX_FOLDER_ENTRIES`, 10 000). None: no limit. See `set_limits()` for the
             responses; all three can be changed at runtime with it.
+        xet: Speak Xet. None (the default): on unless the `HF_HUB_DISABLE_XET` environment variable is set (as
+            huggingface_hub reads it), so that a client and a server started from the same environment agree. Off,
+            the server answers exactly as before Xet: no token routes, no CAS, no Xet headers or `xetHash`.
 
     Example:
         ```python
@@ -65,7 +74,9 @@ class LocalHub:
         commit_limit: tuple[int, float] | None = None,
         max_files_per_commit: int | None = None,
         max_folder_entries: int | None = None,
+        xet: bool | None = None,
     ):
+        self._xet = not _env_flag("HF_HUB_DISABLE_XET") if xet is None else xet
         self._owns_root = root is None
         self._root = Path(tempfile.mkdtemp(prefix="local-hub-")) if root is None else Path(root)
         self._host = host
@@ -78,6 +89,7 @@ class LocalHub:
             faults=FaultInjector(),
             stats=StatsRecorder(),
             signing_key=_signing_key(self._root),
+            xet=XetStore(self._root / "xet") if self._xet else None,
             limiter=CommitLimiter(
                 HubLimits(
                     commit_limit=commit_limit,
@@ -115,6 +127,7 @@ class LocalHub:
                 self._root.mkdir(parents=True)
                 self._state.storage = Storage(self._root)
                 self._state.signing_key = _signing_key(self._root)
+                self._state.xet = XetStore(self._root / "xet") if self._xet else None
             self._listen()
             self._started = True
             return self
@@ -194,9 +207,27 @@ class LocalHub:
         """Register an access token for `user`; `write=False` makes a read-only token."""
         self._tokens.add(token, user, write=write)
 
-    def env(self) -> dict[str, str]:
-        """Environment variables pointing `huggingface_hub` (in a subprocess) at this server with `token`."""
-        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": self.token}
+    @property
+    def xet(self) -> bool:
+        """Whether the server speaks Xet (see the `xet` argument)."""
+        return self._xet
+
+    def env(self, *, xet: bool = False) -> dict[str, str]:
+        """Environment variables pointing `huggingface_hub` (in a subprocess) at this server with `token`.
+
+        Args:
+            xet: Let the client use Xet. By default the client is told `HF_HUB_DISABLE_XET=1` and uploads through
+                legacy LFS, which this server also accepts.
+
+        Raises:
+            ValueError: `xet=True` on a server that does not speak Xet.
+        """
+        if xet and not self._xet:
+            raise ValueError("This LocalHub does not speak Xet (xet=False, or HF_HUB_DISABLE_XET was set)")
+        env = {"HF_ENDPOINT": self.endpoint, "HF_TOKEN": self.token}
+        if not xet:
+            env["HF_HUB_DISABLE_XET"] = "1"
+        return env
 
     # ---------------------------------------------------------------- faults and statistics
 
@@ -331,6 +362,18 @@ class LocalHub:
         storage = self._state.storage
         return {path: storage.read_blob(entry.sha256) for path, entry in storage.commit(key, commit_id).files.items()}
 
+    def xet_hash(
+        self, repo_id: str, path: str, *, repo_type: str = "model", revision: str = DEFAULT_BRANCH
+    ) -> str | None:
+        """The Xet hash of a file at a revision, or None if its content was not uploaded through Xet.
+
+        Raises:
+            KeyError: the repository, revision or file does not exist.
+        """
+        key, commit_id = self._resolve(repo_id, repo_type, revision)
+        entry = self._state.storage.commit(key, commit_id).files[path]
+        return self._state.xet_hash(entry)
+
     def commits(self, repo_id: str, *, repo_type: str = "model", revision: str = DEFAULT_BRANCH) -> list[dict]:
         """History of a revision, newest first.
 
@@ -365,8 +408,13 @@ class LocalHub:
             raise KeyError(f"revision {revision!r} does not exist in {repo_type} repository {repo_id!r}") from err
 
 
+def _env_flag(name: str) -> bool:
+    """Whether an environment flag is set to true, read the way huggingface_hub reads its flags."""
+    return os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def _signing_key(root: Path) -> bytes:
-    """The key signing LFS upload URLs, kept in the root so URLs stay valid across a restart."""
+    """The key signing LFS upload URLs, Xet tokens and fetch URLs, kept in the root so they survive a restart."""
     path = root / "upload-signing.key"
     if not path.exists():
         path.write_bytes(secrets.token_bytes(32))

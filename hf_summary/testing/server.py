@@ -25,12 +25,14 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
+from . import cas
 from .auth import Identity, TokenRegistry, authenticate, require_namespace_write, require_read, require_write
 from .errors import BadRequest, EntryNotFound, HubError
 from .faults import FaultInjector, StatsRecorder
 from .limits import CommitLimiter, CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
 from .rules import REGULAR_FILE_MAX_SIZE, is_gitignored, lfs_pointer, upload_mode
 from .storage import DEFAULT_BRANCH, AddFile, Commit, DeletePath, FileEntry, Operation, RepoKey, Storage, make_entry
+from .xet import XetStore
 
 logger = logging.getLogger("hf_summary.testing")
 
@@ -56,6 +58,11 @@ class HubState:
     limiter: CommitLimiter = field(default_factory=CommitLimiter)
     endpoint: str = ""
     fake_commits: int = 0  # commits still to answer "200, committed" without committing anything (a lying server)
+    xet: XetStore | None = None  # None: Xet is off (no tokens, no CAS, no Xet headers), as with HF_HUB_DISABLE_XET
+
+    def xet_hash(self, entry: FileEntry) -> str | None:
+        """The Xet hash of a file uploaded through Xet, None for other files or when Xet is off."""
+        return self.xet.file_hash(entry.sha256) if self.xet is not None and entry.lfs else None
 
     def sign_upload(self, key: RepoKey, oid: str, size: int, expires: int) -> str:
         """Signature of an LFS upload URL; the upload PUT carries no credentials, like a presigned S3 URL."""
@@ -151,7 +158,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 return
             self._lose_response = fault == "drop_after"
             try:
-                self._identity = authenticate(state.tokens, self.headers.get("Authorization"))
+                if state.xet is None or not cas.is_cas_path(self.path):  # the CAS takes Xet tokens, not these
+                    self._identity = authenticate(state.tokens, self.headers.get("Authorization"))
                 self._route()
             except HubError as err:
                 self._send_error(err)
@@ -306,6 +314,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         method = self.command
         if segments[:1] == ["api"]:
             self._route_api(method, segments[1:])
+        elif self.state.xet is not None and cas.is_cas_path(url.path):
+            cas.route(self, self.state.xet, method, url.path)
         elif segments[:2] == ["_lfs", "upload"] and len(segments) == 6 and method == "PUT":
             self._lfs_upload(segments[2], f"{segments[3]}/{segments[4]}", segments[5])
         elif len(segments) >= 6 and segments[-4:-1] == ["info", "lfs", "objects"] and segments[-5].endswith(".git"):
@@ -355,6 +365,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 self._refs(key)
             case "GET", ["commits", revision]:
                 self._commits(key, revision)
+            case "GET", ["xet-read-token" | "xet-write-token" as route, revision]:
+                self._xet_token(key, revision, write=route == "xet-write-token")
             case "POST", ["preupload", revision]:
                 self._preupload(key, revision)
             case "POST", ["commit", revision]:
@@ -532,7 +544,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 if not recursive:
                     break
             if recursive or len(parts) == 1:
-                entries[file_path] = _file_json(file_path, entry)
+                entries[file_path] = _file_json(file_path, entry, self.state.xet_hash(entry))
         listing = [entries[p] for p in sorted(entries)]
         expand = self._query_flag("expand")
         page_size = _TREE_EXPAND_PAGE_SIZE if expand else _TREE_PAGE_SIZE
@@ -558,7 +570,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         infos = []
         for path in dict.fromkeys(p.strip("/") for p in paths):
             if path in commit.files:
-                infos.append(_file_json(path, commit.files[path]))
+                infos.append(_file_json(path, commit.files[path], self.state.xet_hash(commit.files[path])))
             elif path and any(p.startswith(f"{path}/") for p in commit.files):
                 infos.append(_folder_json(path, commit.files))
         if expand:
@@ -608,6 +620,25 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_json(200, items, headers=headers)
 
     # ---------------------------------------------------------------- uploads and commits
+
+    def _xet_token(self, key: RepoKey, revision: str, *, write: bool) -> None:
+        """A Xet access token for the repository, in the body (for hf_xet) and headers (for huggingface_hub)."""
+        storage = self.state.storage
+        if self.state.xet is None:
+            raise HubError(404, "Not Found")  # Xet is off: the routes do not exist, as before Xet
+        if write:
+            require_write(storage.repo(key), self._identity)
+        else:
+            require_read(storage.repo(key), self._identity)
+        if revision != "None":  # huggingface_hub asks with "None" when the commit opens a pull request
+            storage.resolve(key, revision)
+        token = cas.issue_token(self.state, key, write=write)
+        headers = {
+            "X-Xet-Cas-Url": token["casUrl"],
+            "X-Xet-Access-Token": token["accessToken"],
+            "X-Xet-Token-Expiration": str(token["exp"]),
+        }
+        self._send_json(200, token, headers=headers)
 
     def _preupload(self, key: RepoKey, revision: str) -> None:
         storage = self.state.storage
@@ -701,6 +732,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
         storage.put_stream(counted(), expected_sha256=oid, expected_size=size)
         storage.add_lfs_object(key, oid)
+        self.state.stats.add("lfs_uploads")
         self._send(200, headers={"ETag": f'"{oid}"'})
 
     def _lfs_verify(self, key: RepoKey) -> None:
@@ -860,6 +892,12 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         }
         if entry.lfs:
             headers.update({"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
+        xet_hash = self.state.xet_hash(entry)
+        if xet_hash is not None:
+            # huggingface_hub downloads through Xet when both are present (utils/_xet.py
+            # parse_xet_file_data_from_response), asking the linked URL for a read token. GET still serves the bytes.
+            token_url = f"{self.state.endpoint}/api/{key.repo_type}s/{key.repo_id}/xet-read-token/{commit.id}"
+            headers.update({"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'})
         start, length, status = 0, entry.size, 200
         byte_range = _parse_range(self.headers.get("Range"), entry.size)
         if byte_range == "unsatisfiable":
@@ -935,11 +973,13 @@ def _decode_inline(value: dict) -> bytes:
     raise BadRequest(f"Unsupported encoding: {encoding!r}")
 
 
-def _file_json(path: str, entry: FileEntry) -> dict[str, Any]:
+def _file_json(path: str, entry: FileEntry, xet_hash: str | None) -> dict[str, Any]:
     info: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.size, "path": path}
     if entry.lfs:
         pointer_size = len(lfs_pointer(entry.sha256, entry.size))
         info["lfs"] = {"oid": entry.sha256, "size": entry.size, "pointerSize": pointer_size}
+    if xet_hash is not None:
+        info["xetHash"] = xet_hash  # read by huggingface_hub's RepoFile (hf_api.py) and its tree cache
     return info
 
 

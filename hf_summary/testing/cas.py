@@ -36,15 +36,14 @@ import hmac
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from email.message import Message
+from typing import Any, Protocol
 from urllib.parse import unquote, urlencode
 
 from .errors import BadRequest, HubError
+from .state import HubState
 from .storage import RepoKey
 from .xet import FileReconstruction, Term, XetStore, is_hash, parse_shard
-
-if TYPE_CHECKING:
-    from .server import HubRequestHandler, HubState
 
 CAS_PREFIX = "/xet-cas"
 XET_TOKEN_TTL = 3600
@@ -102,7 +101,27 @@ def _check_token(state: HubState, authorization: str | None, *, write: bool) -> 
 # -------------------------------------------------------------------- routes
 
 
-def route(handler: HubRequestHandler, store: XetStore, method: str, path: str) -> None:
+class CasRequest(Protocol):
+    """What the CAS routes use of the request being served (the server's `HubRequestHandler`)."""
+
+    @property
+    def state(self) -> HubState: ...
+
+    @property
+    def headers(self) -> Message: ...
+
+    def _body(self) -> bytes: ...
+
+    def _query_values(self, name: str) -> list[str]: ...
+
+    def _send(
+        self, status: int, body: bytes = ..., *, content_type: str = ..., headers: dict[str, str] | None = ...
+    ) -> bool: ...
+
+    def _send_json(self, status: int, data: Any, *, headers: dict[str, str] | None = ...) -> None: ...
+
+
+def route(handler: CasRequest, store: XetStore, method: str, path: str) -> None:
     """Serve a CAS request (`is_cas_path(path)` is true; `path` has no query)."""
     state = handler.state
     segments = [unquote(s) for s in path.removeprefix(CAS_PREFIX).split("/")[1:]]
@@ -126,7 +145,7 @@ def route(handler: HubRequestHandler, store: XetStore, method: str, path: str) -
             raise HubError(404, "Not Found")
 
 
-def _upload_xorb(handler: HubRequestHandler, store: XetStore, xorb_hash: str) -> None:
+def _upload_xorb(handler: CasRequest, store: XetStore, xorb_hash: str) -> None:
     if not is_hash(xorb_hash):
         raise BadRequest(f"Invalid xorb hash: {xorb_hash!r}")
     data = handler._body()
@@ -138,7 +157,7 @@ def _upload_xorb(handler: HubRequestHandler, store: XetStore, xorb_hash: str) ->
     handler._send_json(200, {"was_inserted": inserted})
 
 
-def _upload_shard(handler: HubRequestHandler, store: XetStore, key: RepoKey) -> None:
+def _upload_shard(handler: CasRequest, store: XetStore, key: RepoKey) -> None:
     state = handler.state
     storage = state.storage
     if storage.repo(key) is None:
@@ -157,7 +176,7 @@ def _upload_shard(handler: HubRequestHandler, store: XetStore, key: RepoKey) -> 
     handler._send_json(200, {"result": 1})
 
 
-def _reconstruction(handler: HubRequestHandler, store: XetStore, file_hash: str, *, v2: bool) -> None:
+def _reconstruction(handler: CasRequest, store: XetStore, file_hash: str, *, v2: bool) -> None:
     file = store.file(file_hash)
     if file is None:
         raise HubError(404, f"File {file_hash} not found")
@@ -223,7 +242,7 @@ def _sign_fetch(state: HubState, xorb_hash: str) -> str:
     return urlencode({"expires": expires, "signature": signature})
 
 
-def _fetch(handler: HubRequestHandler, store: XetStore, xorb_hash: str) -> None:
+def _fetch(handler: CasRequest, store: XetStore, xorb_hash: str) -> None:
     """A byte range of a stored xorb, through a presigned URL from a reconstruction."""
     expires = int((handler._query_values("expires") or ["0"])[-1] or 0)
     signature = (handler._query_values("signature") or [""])[-1]

@@ -15,7 +15,8 @@ from .auth import TokenRegistry
 from .errors import HubError
 from .faults import DEFAULT_FAULT_KINDS, FaultInjector, HubStats, StatsRecorder
 from .limits import CommitLimiter, HubLimits
-from .server import HubHTTPServer, HubState
+from .server import HubHTTPServer
+from .state import HubState
 from .storage import DEFAULT_BRANCH, RepoKey, Storage
 from .xet import XetStore
 

@@ -19,20 +19,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from . import cas
-from .auth import Identity, TokenRegistry, authenticate, require_namespace_write, require_read, require_write
+from .auth import Identity, authenticate, require_namespace_write, require_read, require_write
 from .errors import BadRequest, EntryNotFound, HubError
-from .faults import FaultInjector, StatsRecorder
-from .limits import CommitLimiter, CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
+from .limits import CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
 from .rules import REGULAR_FILE_MAX_SIZE, is_gitignored, lfs_pointer, upload_mode
-from .storage import DEFAULT_BRANCH, AddFile, Commit, DeletePath, FileEntry, Operation, RepoKey, Storage, make_entry
-from .xet import XetStore
+from .state import HubState
+from .storage import DEFAULT_BRANCH, AddFile, Commit, DeletePath, FileEntry, Operation, RepoKey, make_entry
 
 logger = logging.getLogger("hf_summary.testing")
 
@@ -44,30 +42,6 @@ _UPLOAD_URL_TTL = 24 * 3600
 _BODY_CHUNK = 1024 * 1024
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-
-
-@dataclass
-class HubState:
-    """Everything the request handlers share; outlives the HTTP server across pause/resume."""
-
-    storage: Storage
-    tokens: TokenRegistry
-    faults: FaultInjector
-    stats: StatsRecorder
-    signing_key: bytes
-    limiter: CommitLimiter = field(default_factory=CommitLimiter)
-    endpoint: str = ""
-    fake_commits: int = 0  # commits still to answer "200, committed" without committing anything (a lying server)
-    xet: XetStore | None = None  # None: Xet is off (no tokens, no CAS, no Xet headers), as with HF_HUB_DISABLE_XET
-
-    def xet_hash(self, entry: FileEntry) -> str | None:
-        """The Xet hash of a file uploaded through Xet, None for other files or when Xet is off."""
-        return self.xet.file_hash(entry.sha256) if self.xet is not None and entry.lfs else None
-
-    def sign_upload(self, key: RepoKey, oid: str, size: int, expires: int) -> str:
-        """Signature of an LFS upload URL; the upload PUT carries no credentials, like a presigned S3 URL."""
-        message = f"{key.repo_type}/{key.repo_id}/{oid}/{size}/{expires}".encode()
-        return hmac.new(self.signing_key, message, hashlib.sha256).hexdigest()
 
 
 class HubHTTPServer(ThreadingHTTPServer):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from ..events.records import is_event_file, scan_records
 from .state import STATE_DIR, FileRecord
@@ -44,22 +45,32 @@ def list_files(logdir: Path, allow_patterns: list[str] | str | None, ignore_patt
     """
     from huggingface_hub.utils import filter_repo_objects
 
-    root = logdir.resolve()
+    resolved: list[Path] = []  # the logdir resolved, once a symlink needs it
+
+    def root() -> Path:
+        if not resolved:
+            resolved.append(logdir.resolve())
+        return resolved[0]
+
     found = []
     for dirpath, dirnames, filenames in os.walk(logdir):
         dirnames[:] = sorted(d for d in dirnames if d != STATE_DIR and _inside(Path(dirpath, d), root))
         for name in filenames:
             path = Path(dirpath, name)
-            if path.is_file() and _inside(path, root):
+            try:
+                regular = S_ISREG(os.lstat(path).st_mode)  # a plain file: no symlink to follow or check
+            except OSError:
+                regular = False
+            if regular or (path.is_file() and _inside(path, root)):
                 found.append(path.relative_to(logdir).as_posix())
     return sorted(filter_repo_objects(found, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
 
 
-def _inside(path: Path, root: Path) -> bool:
+def _inside(path: Path, root: Callable[[], Path]) -> bool:
     if not path.is_symlink():
         return True
     try:
-        path.resolve().relative_to(root)
+        path.resolve().relative_to(root())
     except ValueError:
         return False
     return True
@@ -87,7 +98,14 @@ class UploadPlanner:
             committed: the upload state.
             open_files: files a writer of this process may still append to.
         """
-        still_open = {Path(p).resolve() for p in open_files}
+        opened = list(open_files)
+        resolved: list[set[Path]] = []  # resolved once, if a file that may be final needs it
+
+        def still_open(path: Path) -> bool:
+            if not resolved:
+                resolved.append({Path(p).resolve() for p in opened})
+            return path.resolve() in resolved[0]
+
         relpaths = list_files(self.logdir, self.allow_patterns, self.ignore_patterns)
         newest_per_folder = {}
         for relpath in relpaths:
@@ -106,8 +124,8 @@ class UploadPlanner:
                 if size == 0 or (record is not None and record.size == size):
                     continue
                 # Another program may still append to the newest file of a folder; ours tells us what it has open.
-                final = (size == stat.st_size and path.resolve() not in still_open
-                         and newest_per_folder.get(os.path.dirname(relpath)) != relpath)
+                final = (size == stat.st_size and newest_per_folder.get(os.path.dirname(relpath)) != relpath
+                         and not still_open(path))
             else:
                 size = stat.st_size
                 if record is not None and record.size == size and record.mtime_ns == stat.st_mtime_ns:

@@ -65,11 +65,13 @@ class UploadState:
     def __init__(self, logdir: str | os.PathLike[str], key: str) -> None:
         self.folder = Path(logdir) / STATE_DIR
         self.key = key
-        self._lock = FileLock(str(self.folder / "upload.lock"))
+        self._lock: FileLock | None = None  # made by lock(): a state built for its key or a read needs none
 
     def lock(self, timeout: float = -1) -> FileLock:
         """The inter-process lock to hold while planning, committing and recording a commit."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            self._lock = FileLock(str(self.folder / "upload.lock"))
         self._lock.timeout = timeout
         return self._lock
 

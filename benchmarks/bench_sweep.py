@@ -111,7 +111,7 @@ def describe(error: BaseException) -> str:
 
 
 class BudgetWaits(logging.Handler):
-    """Counts our committer's "made N commits in the last hour (budget B)" records: scheduled pushes held back."""
+    """Counts our repo target's "made N commits in the last hour (budget B)" records: pushes held back."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -125,9 +125,9 @@ class BudgetWaits(logging.Handler):
 def child(params: dict[str, Any]) -> None:
     """Build the writer, say ready, wait for the parent's go, log for the duration, close; report."""
     waits = BudgetWaits()
-    committer_log = logging.getLogger("hf_summary.upload.committer")
-    committer_log.addHandler(waits)
-    committer_log.setLevel(logging.INFO)
+    budget_log = logging.getLogger("hf_summary.upload.targets.repo")
+    budget_log.addHandler(waits)
+    budget_log.setLevel(logging.INFO)
     t0 = time.monotonic()
     init_error = None
     try:

@@ -62,9 +62,9 @@ class LogCounter(logging.Handler):
         message = record.getMessage()
         if record.name == "hf_summary.upload.retry" and "retry" in message:
             self.counts["our retries"] += 1
-        elif record.name == "hf_summary.upload.committer" and record.levelno >= logging.ERROR:
+        elif record.name == "hf_summary.upload.schedule" and message.startswith("Push to"):
             self.counts["failed pushes"] += 1
-        elif record.name == "hf_summary.upload.committer" and message.startswith("Committed"):
+        elif record.name == "hf_summary.upload.pusher" and message.startswith("Committed"):
             self.counts["commits"] += 1
         elif record.name.startswith("huggingface_hub") and "Retrying" in message:
             self.counts["client retries"] += 1  # huggingface_hub's own backoff around preupload and LFS calls

@@ -6,33 +6,31 @@ imported on first use.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError", "RetryPolicy", "UploadSpec",
-           "__version__", "finish", "init", "log"]
+__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError", "UploadSpec", "__version__",
+           "finish", "init", "log"]
 
 if TYPE_CHECKING:
     from .local_writer import LocalSummaryWriter
     from .run import finish, init, log
-    from .upload.committer import PushError
-    from .upload.hub import HubAuthError
-    from .upload.retry import RetryPolicy
+    from .upload.errors import HubAuthError, PushError
     from .upload.spec import UploadSpec
     from .writer import HFSummaryWriter
 
-_LAZY = {
+_LAZY = MappingProxyType({
     "HFSummaryWriter": ".writer",
-    "HubAuthError": ".upload.hub",
+    "HubAuthError": ".upload.errors",
     "LocalSummaryWriter": ".local_writer",
-    "PushError": ".upload.committer",
-    "RetryPolicy": ".upload.retry",
+    "PushError": ".upload.errors",
     "UploadSpec": ".upload.spec",
     "init": ".run",
     "log": ".run",
     "finish": ".run",
-}
+})
 
 
 def __getattr__(name: str) -> Any:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import defaults
-from .upload.committer import Committer
-from .upload.hub import HubAuthError, HubClient, RepoTarget, is_offline, redact
+from .upload.errors import HubAuthError, describe
+from .upload.hub import HubClient, RepoRef, is_offline
+from .upload.schedule import Schedule, open_schedule
 from .upload.spec import UploadSpec
-from .upload.state import STATE_DIR, UploadState
+from .upload.state import STATE_DIR, UploadState, split_target_key
 from .upload.uploader import Uploader, default_ignore_patterns
 from .validation import REPO_TYPES, validate_token
 
@@ -112,8 +113,12 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
 
 
-def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *, batch: bool = False) -> Committer:
-    """The committer of the command's repo, with the logdir as its one member (its thread not started)."""
+def _schedule(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *, interactive: bool = False,
+              budget: int | None = None) -> Schedule:
+    """The schedule of the command's repo, with the logdir as its one member (its thread not started).
+
+    `sync` pushes at once (a person asked for it); `watch` keeps the repo's commit budget, as a writer does.
+    """
     if is_offline():
         raise CliError("HF_HUB_OFFLINE is set, and this command needs the Hub: unset HF_HUB_OFFLINE (or set it to 0) "
                        "and run it again. Nothing was sent; the logs stay on disk.")
@@ -126,36 +131,37 @@ def _committer(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *
                           ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
     except ValueError as error:
         raise CliError(str(error)) from None
-    client = HubClient(spec.target(), token=args.token, batch_uploads=batch, token_option="--token")
-    committer = Committer(client, every=every)
-    committer.join(Uploader(args.logdir, spec), every=every)
-    return committer
+    # No machine turns: a person asked for this push, and it may not skip.
+    schedule = open_schedule(spec, token=args.token, every=every, interactive=interactive, token_option="--token",
+                             max_commits_per_hour=budget, machine=False)
+    schedule.join(Uploader(args.logdir, spec), every=every)
+    return schedule
 
 
 def _sync(args: argparse.Namespace) -> int:
-    committer = _committer(args, batch=True)  # a person waits: huggingface_hub's one upload bar is the progress
-    (uploader,) = committer.uploaders
+    schedule = _schedule(args, interactive=True)  # a person waits: huggingface_hub's one upload bar is the progress
+    (uploader,) = schedule.uploaders
     pending = uploader.pending()
     if pending:
         print(f"Uploading {len(pending)} file(s), {sum(file.size for file in pending)} bytes, to {args.repo_id}...",
               flush=True)
     try:
-        info = committer.push()
-    except HubAuthError:
-        raise
+        info = schedule.run(once=True)
     except Exception as error:
-        print(f"hf-summary: upload failed, nothing is lost; run the same command again to resume: {redact(str(error))}",
+        if isinstance(error.__cause__, HubAuthError):
+            raise error.__cause__ from None
+        print(f"hf-summary: upload failed, nothing is lost; run the same command again to resume: {describe(error)}",
               file=sys.stderr)
         return EXIT_FAILED
     left = uploader.pending()
     if left:
         print(f"hf-summary: {len(left)} file(s) changed during the upload; run again to send them.", file=sys.stderr)
         return EXIT_FAILED
-    target = committer.client.target
+    target = schedule.pusher.target
     if info is None:
-        print(f"Nothing to upload: {args.logdir} is already in {target.url()}/tree/{target.revision}")
+        print(f"Nothing to upload: {args.logdir} is already in {target.web_url()}")
     else:
-        print(f"Uploaded {len(pending)} file(s) to {target.url()}/tree/{target.revision}/{uploader.path_in_repo} "
+        print(f"Uploaded {len(pending)} file(s) to {target.web_url(uploader.path_in_repo)} "
               f"(commit {info.oid[:12]})")
     return EXIT_OK
 
@@ -163,29 +169,29 @@ def _sync(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     if not args.every > 0:
         raise CliError(f"--every must be a positive number of minutes, got {args.every}.")
-    committer = _committer(args, every=args.every).start()
+    schedule = _schedule(args, every=args.every, budget=defaults.MAX_COMMITS_PER_HOUR).start()
     try:
-        committer.connected.result(timeout=60)
+        schedule.connected.result(timeout=60)
     except HubAuthError:
-        committer.stop()
+        schedule.stop()
         raise
     except Exception as error:
         print(f"hf-summary: the Hub cannot be reached yet ({error}); watching, the push will retry.", file=sys.stderr)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    print(f"Watching {args.logdir}: pushing to {committer.client.target.url()} every {args.every:g} min. "
+    print(f"Watching {args.logdir}: pushing to {schedule.pusher.target.web_url()} every {args.every:g} min. "
           "Ctrl-C makes a final push and stops.", flush=True)
     done.wait()
     print("Final push...", flush=True)
     try:
-        committer.trigger(deadline=committer.clock() + 300).result(timeout=300)
+        schedule.trigger(deadline=schedule.clock() + 300).result(timeout=300)
     except Exception as error:
         print(f"hf-summary: final push failed ({error}); run `hf-summary sync` with the same arguments.",
               file=sys.stderr)
         return EXIT_FAILED
     finally:
-        committer.stop()
+        schedule.stop()
     return EXIT_OK
 
 
@@ -249,10 +255,8 @@ def _on_the_hub(key: str, token: str | None) -> tuple[dict[str, int], float | No
     """The sizes of a target's files on the Hub, by path relative to the run folder, and the last commit's age."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    repo_type, rest = key.split(":", 1)
-    repo_and_revision, prefix = rest.split(":", 1)
-    repo_id, revision = repo_and_revision.rsplit("@", 1)
-    client = HubClient(RepoTarget(repo_id, repo_type, revision), token=token, token_option="--token")
+    repo_type, repo_id, revision, prefix = split_target_key(key)
+    client = HubClient(RepoRef(repo_id, repo_type, revision), token=token, token_option="--token")
     try:
         return client.file_sizes(prefix), client.last_commit_age()
     except (RepositoryNotFoundError, RevisionNotFoundError):

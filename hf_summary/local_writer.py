@@ -19,6 +19,7 @@ from typing import Any
 from .defaults import QUEUE_SIZE
 from .events.queue import EventQueue
 from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, scalar_value
+from .process import STATE
 
 # The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
@@ -63,6 +64,7 @@ class LocalSummaryWriter(SummaryWriterBase):
     def _open_file_writer(self) -> RunFileWriter:
         if self._events is None or self._events.closed:
             self._events = EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+            STATE.live_queues.add(self._events)  # a forked child writes its events apart (process.py)
         return RunFileWriter(self._events, self.logdir, "")
 
     def add_scalar(

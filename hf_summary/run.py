@@ -26,9 +26,8 @@ from typing import Any
 
 from . import defaults
 from .integrations.common import allow_patterns_with_config, as_number, flatten, save_config
+from .process import STATE
 from .upload.spec import UploadSpec
-
-_current: Run | None = None
 
 
 class Run:
@@ -104,9 +103,8 @@ class Run:
 
     def finish(self) -> None:
         """Write everything and close the run; a run with a repo makes its final push (see `close_timeout`)."""
-        global _current
-        if _current is self:
-            _current = None
+        if STATE.run is self:
+            STATE.run = None
         if self.finished:
             return
         self.finished = True
@@ -171,7 +169,6 @@ def init(
         >>> wandb.finish()   # the run is in me/mnist-runs under tensorboard/mnist/lr-1e-3/
         ```
     """
-    global _current
     for what, value in (("project", project), ("group", group), ("name", name)):
         if value is not None or what == "project":
             _check_folder_name(what, value)
@@ -198,11 +195,11 @@ def init(
         # A local run's command pushes to a repo named after the project, in the user's namespace.
         spec = UploadSpec.create(project, path_in_repo=path_in_repo, allow_patterns=patterns)
 
-    if _current is not None:
-        _current.finish()
+    if STATE.run is not None:
+        STATE.run.finish()
     run = Run(project=project, name=logdir.name, group=group, logdir=logdir, repo_id=repo_id, spec=spec,
               writer=writer)
-    _current = run
+    STATE.run = run
     if config:
         save_config(writer, config)
     if repo_id is None:
@@ -217,15 +214,15 @@ def log(metrics: Mapping[str, Any], step: int | None = None) -> None:
     Raises:
         RuntimeError: no run was started with `init()`.
     """
-    if _current is None:
+    if STATE.run is None:
         raise RuntimeError("No current run: call hf_summary.init(project=...) before hf_summary.log().")
-    _current.log(metrics, step)
+    STATE.run.log(metrics, step)
 
 
 def finish() -> None:
     """Finish the current run, if there is one; see `Run.finish`."""
-    if _current is not None:
-        _current.finish()
+    if STATE.run is not None:
+        STATE.run.finish()
 
 
 def _check_folder_name(what: str, value: object) -> None:

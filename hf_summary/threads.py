@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 # Faults (SIGSEGV, SIGBUS, SIGFPE, SIGILL) must stay deliverable to the thread that caused them.
-_ASYNC_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
-                  signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE}
+_ASYNC_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                            signal.SIGUSR2, signal.SIGALRM, signal.SIGCHLD, signal.SIGPIPE})
 
 
 def _block_signals() -> None:

@@ -18,9 +18,10 @@ from huggingface_hub import constants
 
 from . import defaults
 from .local_writer import LocalSummaryWriter, default_logdir
-from .upload.committer import Committer, CommitterMember, join_committer
-from .upload.hub import HubAuthError, HubClient, is_offline, redact
-from .upload.machine import MachineRegistry
+from .process import STATE
+from .upload.errors import BudgetSpent, HubAuthError, describe
+from .upload.hub import is_offline
+from .upload.schedule import ScheduleMember, open_schedule
 from .upload.spec import UploadSpec
 from .upload.uploader import Uploader
 from .validation import validate_arguments
@@ -121,7 +122,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         self._closing = False
         self.max_file_size = max_file_size
         self.close_timeout = close_timeout
-        self._events = None  # before anything that may push: the committer flushes through it
+        self._events = None  # before anything that may push: a push writes what was logged through it
 
         self.rank = _global_rank()
         if self.rank != 0:
@@ -129,28 +130,23 @@ class HFSummaryWriter(LocalSummaryWriter):
                 kwargs["write_to_disk"] = False
             else:
                 logdir = f"{logdir}-rank{self.rank}"
-        offline = is_offline() or self.rank != 0
+        # Only global rank 0 uploads; the others write locally (or not at all), as offline mode does.
+        uploads = not is_offline() and self.rank == 0
         spec = self.spec
-        # Writers of one process pushing to one repo and branch share a committer and its client (committer.py).
-        key = (constants.ENDPOINT, spec.repo_type, spec.repo_id, spec.revision, token, offline)
-        run_dir = logdir
+        # Writers of one process pushing to one repo and branch share a schedule, visible in process.STATE.
+        key = (constants.ENDPOINT, spec.repo_type, spec.repo_id, spec.revision, token, uploads)
+        uploader = Uploader(Path(logdir), spec, live=_Live(self))
 
-        def join() -> CommitterMember:
-            return join_committer(
-                key, lambda: Committer(
-                    HubClient(spec.target(), token=token), every=commit_every, enabled=not offline,
-                    max_commits_per_hour=max_commits_per_hour,
-                    # Processes of this machine pushing to this repo and branch take turns (upload/machine.py).
-                    machine=None if offline else MachineRegistry(
-                        f"{constants.ENDPOINT} {spec.repo_type} {spec.repo_id} {spec.revision}"),
-                ),
-                Uploader(Path(run_dir), spec, open_files=self._open_event_files),
-                every=commit_every, before_push=self._flush_for_push, push_timeout=push_timeout,
-            )
+        def join() -> ScheduleMember:
+            with STATE.lock:
+                schedule = STATE.shared(key, lambda: open_schedule(
+                    spec, token=token, every=commit_every, enabled=uploads,
+                    max_commits_per_hour=max_commits_per_hour, membership=STATE.lock).start())
+                return schedule.join(uploader, every=commit_every, push_timeout=push_timeout)
 
         self._join = join  # again when logged to after close(), as tensorboardX reopens its files
         self.scheduler = join()
-        if not offline:
+        if uploads:
             self._wait_for_hub(hub_timeout)  # raises on a rejected token, before any file is created
         try:
             super().__init__(logdir, queue_size=queue_size, **kwargs)
@@ -158,12 +154,13 @@ class HFSummaryWriter(LocalSummaryWriter):
             self.scheduler.stop()  # a writer that could not start leaves no thread behind
             raise
         self._owner_pid = os.getpid()
-        _open_writers.add(self)
+        STATE.open_writers.add(self)
         # A run whose process dies before close() is pushed by this process's guardian (upload/guardian.py).
         from .upload import guardian
 
-        guarded = crash_upload and not offline and self.rank == 0 and self.writes_to_disk
-        self._guard = lambda: guardian.watch(self.logdir, spec, token) if guarded else None
+        guarded = crash_upload and uploads and self.writes_to_disk
+        self._guard = lambda: guardian.watch(self.logdir, spec, token, max_commits_per_hour=max_commits_per_hour) \
+            if guarded else None
         self._guardian = self._guard()
         if push_on_sigterm:
             _push_on_sigterm(weakref.ref(self))
@@ -173,7 +170,7 @@ class HFSummaryWriter(LocalSummaryWriter):
     @property
     def repo_id(self) -> str:
         """The repo, as `namespace/name` once the Hub has answered."""
-        return self.scheduler.committer.client.target.repo_id
+        return self.scheduler.schedule.name
 
     @property
     def repo_type(self) -> str:
@@ -208,10 +205,12 @@ class HFSummaryWriter(LocalSummaryWriter):
         try:
             super().close()
             if os.getpid() == self._owner_pid:
-                self._final_push()
-                _open_writers.discard(self)
-                if self._guardian is not None:
-                    self._guardian.release()  # the final push ran, whatever its outcome: nothing left to guard
+                done = self._final_push()
+                STATE.open_writers.discard(self)
+                if self._guardian is not None and done:
+                    # A final push the budget held back stays watched: the guardian pushes it when this process
+                    # ends. Any other outcome is reported by the log, with the sync command.
+                    self._guardian.release()
         finally:
             self._closing = False
 
@@ -221,26 +220,33 @@ class HFSummaryWriter(LocalSummaryWriter):
 
     # Internals -------------------------------------------------------------------------------------------------------
 
-    def _final_push(self) -> None:
+    def _final_push(self) -> bool:
+        """Push what is left; False when the guardian is to push it (the commit budget had no slot in time)."""
         if not self.scheduler.enabled:
             if not self.scheduler.stopped:
                 self.scheduler.stop()
                 if self.rank == 0 and self.writes_to_disk:
                     logger.warning("HF_HUB_OFFLINE is set: nothing was pushed. Upload the run later with:\n  %s",
                                    self.sync_command())
-            return
+            return True
         try:
             self.scheduler.close(self.close_timeout)
+        except BudgetSpent as error:
+            guarded = self._guardian is not None and self._guardian.active
+            logger.warning("%s. Your logs are safe in '%s'; %supload them with:\n  %s", error.reason, self.logdir,
+                           "the guardian process pushes them once this process ends, or " if guarded else "",
+                           self.sync_command())
+            return not guarded
         except Exception as error:
             logger.error("The final push of %s to %s did not complete (%s). Your logs are safe in '%s'; upload "
-                         "them with:\n  %s", self.logdir, self.repo_id,
-                         redact(str(getattr(error, "reason", None) or error)) or type(error).__name__, self.logdir,
-                         self.sync_command())
+                         "them with:\n  %s", self.logdir, self.repo_id, getattr(error, "reason", None) or
+                         describe(error), self.logdir, self.sync_command())
         except KeyboardInterrupt:
             # Ctrl-C while the final push runs: the interrupt goes on to the user, with what completes the upload.
             logger.error("The final push of %s was interrupted. Your logs are safe in '%s'; upload them with:\n  %s",
                          self.logdir, self.logdir, self.sync_command())
             raise
+        return True
 
     def _open_file_writer(self) -> Any:
         writer = super()._open_file_writer()
@@ -249,15 +255,15 @@ class HFSummaryWriter(LocalSummaryWriter):
             # that the next close() pushes what was logged meanwhile.
             self.scheduler = self._join()
             self._guardian = self._guard()
-            _open_writers.add(self)
+            STATE.open_writers.add(self)
         return writer
 
     def _wait_for_hub(self, timeout: float) -> None:
-        """Wait up to `timeout` for the committer's first contact with the Hub; only a rejected token is an error."""
-        if self.scheduler.committer.client.repo_ready:
+        """Wait up to `timeout` for the schedule's first contact with the Hub; only a rejected token is an error."""
+        if self.scheduler.schedule.pusher.target.ready:
             return
         try:
-            self.scheduler.committer.connected.result(timeout)
+            self.scheduler.schedule.connected.result(timeout)
         except concurrent.futures.TimeoutError:
             logger.warning("The Hub did not answer within %.0fs; logging locally, the push will retry.", timeout)
         except HubAuthError:
@@ -266,15 +272,29 @@ class HFSummaryWriter(LocalSummaryWriter):
         except Exception as error:
             logger.warning("The Hub cannot be reached (%s); logging locally, the push will retry.", error)
 
-    def _flush_for_push(self) -> None:
-        events = self._events
-        if events is not None and not events.closed:
+
+
+class _Live:
+    """What a push asks of the writer of its logdir (`uploader.LiveLogdir`); holds no reference that would keep a
+    dropped writer alive."""
+
+    def __init__(self, writer: HFSummaryWriter) -> None:
+        self._writer = weakref.ref(writer)
+
+    def write_for_push(self) -> None:
+        writer = self._writer()
+        events = writer._events if writer is not None else None
+        if writer is not None and events is not None and not events.closed:
             try:
-                events.flush(roll_size=self.max_file_size)
+                events.flush(roll_size=writer.max_file_size)
             except OSError as error:
                 # One run folder that cannot be written (the writer thread logged which) must not keep the others,
                 # and what was logged before, from the Hub.
                 logger.debug("Pushing what is on disk; a run folder could not be written: %s", error)
+
+    def open_event_files(self) -> list[Path]:
+        writer = self._writer()
+        return writer._open_event_files() if writer is not None else []
 
 
 def _global_rank() -> int:
@@ -319,12 +339,9 @@ def _close_if_ours(writer: HFSummaryWriter) -> None:
         writer.close()
 
 
-# Writers not closed yet: one exit hook makes their final pushes (bounded by each close_timeout), and holds no
-# reference that would keep a dropped writer alive.
-_open_writers: weakref.WeakSet[HFSummaryWriter] = weakref.WeakSet()
-
-
 @atexit.register
 def _close_open_writers() -> None:
-    for writer in list(_open_writers):
+    # Writers not closed yet (a weak set: a dropped writer is not kept alive): their final pushes, each bounded by
+    # its close_timeout.
+    for writer in list(STATE.open_writers):
         _close_if_ours(writer)

@@ -294,7 +294,7 @@ def test_a_forked_child_loses_nothing_and_its_trigger_answers_at_once(hub: Local
     _, status = os.waitpid(pid, 0)
     answer = os.read(read, 100).decode()
     os.close(read)
-    assert os.waitstatus_to_exitcode(status) == 0 and answer == "CommitterStopped"
+    assert os.waitstatus_to_exitcode(status) == 0 and answer == "SchedulerStopped"
     writer.add_scalar("parent", 1.0, 1)
     writer.close()  # the parent's push carries the child's file too
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")

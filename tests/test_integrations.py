@@ -96,7 +96,7 @@ def test_init_log_finish_pushes_runs_in_project_group_name_folders(hub: LocalHub
     second = hf_summary.init("proj", name="other", repo_id=repo_id, logdir_root=root, commit_every=60)
     # The second run shares the first's committer (same repo): it stays alive for the second run only.
     assert first.finished and first.writer.scheduler.stopped and not second.writer.scheduler.stopped
-    assert [u.logdir for u in second.writer.scheduler.committer.uploaders] == [Path(second.writer.logdir)]
+    assert [u.logdir for u in second.writer.scheduler.schedule.uploaders] == [Path(second.writer.logdir)]
     hf_summary.log({"loss": 1.0})
     hf_summary.finish()
     assert second.finished and not second.writer.scheduler.alive

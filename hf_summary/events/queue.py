@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -148,7 +147,6 @@ class EventQueue:
         main.open()
         main.write_pending()
         self._start()
-        _live_queues.add(self)
 
     def _reset(self) -> None:
         self._queue: deque[tuple[Any, ...]] = deque()
@@ -162,7 +160,10 @@ class EventQueue:
     def _start(self) -> None:
         self._thread = start_thread(self._run, "hf_summary-event-writer")
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's queue and files, and write each event at the call from now on."""
+        if self.closed:
+            return
         # The parent's queued events are the parent's to write, and its files stay its own: the child starts with
         # a new queue and new files (named with its own pid). It writes each event at the call: a forked worker
         # often ends with os._exit, which no writer thread would outlive.
@@ -366,14 +367,3 @@ class EventQueue:
                     run.close()
         request.done.set()
 
-
-_live_queues: weakref.WeakSet[EventQueue] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_live_queues):
-        if not writer.closed:
-            writer._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

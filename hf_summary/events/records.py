@@ -6,6 +6,7 @@ A tfevents file is a sequence of records, each framed as:
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -34,18 +35,14 @@ def masked_crc(data: bytes) -> int:
 
 def frame_record(data: bytes) -> bytes:
     """Frame one serialized record (usually an `Event` protobuf) for appending to an event file."""
-    length = len(data)
-    header = _framed_headers.get(length)
-    if header is None:
-        # Records of one tag have one length: their framed headers, CRC included, are computed once.
-        if len(_framed_headers) >= 4096:
-            _framed_headers.clear()
-        packed = _HEADER.pack(length)
-        header = _framed_headers[length] = packed + _CRC.pack(masked_crc(packed))
-    return header + data + _CRC.pack(masked_crc(data))
+    return _framed_header(len(data)) + data + _CRC.pack(masked_crc(data))
 
 
-_framed_headers: dict[int, bytes] = {}
+@functools.lru_cache(maxsize=4096)
+def _framed_header(length: int) -> bytes:
+    # Records of one tag have one length: their framed headers, CRC included, are computed once.
+    packed = _HEADER.pack(length)
+    return packed + _CRC.pack(masked_crc(packed))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import tensorboardX
 from tensorboardX.proto.event_pb2 import Event, SessionLog
@@ -20,8 +20,14 @@ from tensorboardX.summary import _clean_tag, hparams
 from tensorboardX.writer import FileWriter
 from tensorboardX.x2num import make_np
 
-if TYPE_CHECKING:
-    from .queue import EventQueue
+
+class EventSink(Protocol):
+    """What the file writers of this adapter send events to: `queue.EventQueue` (declared here, so that the queue
+    imports this adapter and not the other way round)."""
+
+    def put_event(self, run: str, event: Event) -> None: ...
+
+    def flush(self) -> object: ...
 
 __all__ = ["Event", "RunFileWriter", "SummaryWriterBase", "clean_tag", "file_writer", "hparams", "is_remote",
            "scalar_value"]
@@ -124,13 +130,13 @@ class SummaryWriterBase(tensorboardX.SummaryWriter):
 
 
 class RunFileWriter(FileWriter):
-    """tensorboardX's `FileWriter` interface for one run folder, backed by the shared `EventQueue`.
+    """tensorboardX's `FileWriter` interface for one run folder, backed by the shared event queue.
 
     Inheriting keeps `add_summary`, `add_graph` and `use_metadata` exactly as tensorboardX has them; only the
     event sink differs.
     """
 
-    def __init__(self, queue: EventQueue, logdir: str | os.PathLike[str], run: str) -> None:
+    def __init__(self, queue: EventSink, logdir: str | os.PathLike[str], run: str) -> None:
         # tensorboardX's __init__ would start its own queue, thread and event file: not called on purpose.
         self.event_writer = _RunSink(queue, str(logdir), run)
         self._default_metadata: dict[str, Any] = {}
@@ -139,7 +145,7 @@ class RunFileWriter(FileWriter):
 class _RunSink:
     """What `FileWriter` calls its `event_writer`: routes the events of one run into the shared queue."""
 
-    def __init__(self, queue: EventQueue, logdir: str, run: str) -> None:
+    def __init__(self, queue: EventSink, logdir: str, run: str) -> None:
         self._queue = queue
         self._logdir = logdir
         self._run = run

@@ -1,6 +1,9 @@
-"""The uploader's side: everything that turns bytes on disk into commits on the Hub.
+"""The uploader's side: everything that turns bytes on disk into data on the Hub, in the order a push runs.
 
-`spec` (where a run goes) → `plan` (what changed, cut at the last complete record) → `state` (what is committed,
-under a lock) → `uploader` (one logdir's part of a commit) → `committer` (one per repo: members, schedule) →
-`retry` (the one retry policy) → `hub` (the huggingface_hub client). The two sides meet only at the files on disk.
+`spec` (where a run goes) → `plan` (what changed, cut at the last complete record) → `state` (what landed, under a
+lock) → `uploader` (one logdir's part of a push) → `pusher` (one push: plan → send → record, no thread) →
+`targets` (what differs per destination: a repo's commits, budget, squash, pacing) → `schedule` (time: interval,
+triggers, deadlines, budget waits) → `retry` (the one retry policy) → `hub` (the huggingface_hub client). `errors`
+holds what they raise; `machine` lets the processes of a machine take turns; `guardian` pushes a run whose process
+died. The events side meets this one at the files on disk, the upload state, and `uploader.LiveLogdir`.
 """

@@ -7,14 +7,16 @@ nothing else while that process lives. The protocol is JSON lines, training proc
 
 - `{"op": "watch", "id": N, "logdir": ..., "spec": {...}, "token": ..., "timeout": ..., "environ": {...}}` when a
   writer starts. The token travels only here: never in the guardian's argv, environment, logs or files.
-- `{"op": "release", "id": N}` when a writer closed (its final push ran). After the last release the training
-  process closes its end, and the guardian, seeing end-of-file with nothing watched, exits.
+- `{"op": "release", "id": N}` when a writer closed and its final push landed. After the last release the training
+  process closes its end, and the guardian, seeing end-of-file with nothing watched, exits. A writer whose final
+  push did not land (the Hub was down, the commit budget spent) keeps its logdir watched: the guardian pushes it
+  when the process ends.
 
 End-of-file with logdirs still watched means the training process died: the guardian pushes them with the code of
-`hf-summary sync` (a `Committer` with one `Uploader` per logdir, same plan, state and lock, so nothing is sent twice
-and a later sync finds nothing left), retrying for `timeout` seconds, writes the outcome and the `hf-summary sync`
-command to `<logdir>/.hf_summary/guardian.log`, and exits. SIGTERM (a cluster ending the job signals every process
-of it) makes it push at once, within `SIGTERM_GRACE` seconds.
+`hf-summary sync` (the same schedule, pusher, plan, state and lock, so nothing is sent twice and a later sync finds
+nothing left), waiting for the repo's commit budget if it is spent, then retrying for `timeout` seconds; it writes
+the outcome and the `hf-summary sync` command to `<logdir>/.hf_summary/guardian.log`, and exits. SIGTERM (a
+cluster ending the job signals every process of it) makes it push at once, within `SIGTERM_GRACE` seconds.
 
 Process hygiene: the guardian runs in a session of its own (a Jupyter kernel restart kills the kernel's process
 group, a terminal's Ctrl-C its foreground group), its stdout and stderr go to /dev/null, and the training process
@@ -28,7 +30,6 @@ standard library: huggingface_hub and the upload code are imported once there is
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -49,9 +50,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .. import defaults
+from ..process import STATE
 from ..threads import start_thread
 
 if TYPE_CHECKING:
+    from .schedule import Schedule
     from .spec import UploadSpec
 
 # Named, not __name__: run as `python -m`, this module is __main__, and its records must reach the package's handlers.
@@ -102,11 +105,12 @@ class Watch:
         """
         watch_id, self._id = self._id, None
         if watch_id is not None:
-            _client.release(watch_id)
+            _link().release(watch_id)
 
 
 def watch(logdir: str | os.PathLike[str], spec: UploadSpec, token: str | None = None, *,
-          timeout: float = defaults.CRASH_UPLOAD_TIMEOUT) -> Watch:
+          timeout: float = defaults.CRASH_UPLOAD_TIMEOUT,
+          max_commits_per_hour: int | None = defaults.MAX_COMMITS_PER_HOUR) -> Watch:
     """Have this process's guardian push `logdir` to `spec` if the process ends before the handle is released.
 
     Starts the guardian process on first use; one serves every writer of the process. Never raises: a guardian
@@ -117,7 +121,8 @@ def watch(logdir: str | os.PathLike[str], spec: UploadSpec, token: str | None = 
         logdir: the folder the writer logs to.
         spec: where it goes, and which of its files.
         token: the writer's `token` argument; None uses the one huggingface_hub finds (HF_TOKEN, `hf auth login`).
-        timeout: seconds the guardian keeps retrying the push after the process died.
+        timeout: seconds the guardian keeps retrying the push after the process died (once the budget lets it).
+        max_commits_per_hour: the writer's commit budget, which the guardian's push keeps too.
 
     Returns:
         The handle whose `release()` tells the guardian the writer closed.
@@ -136,8 +141,9 @@ def watch(logdir: str | os.PathLike[str], spec: UploadSpec, token: str | None = 
         from huggingface_hub import constants
 
         environ = {name: os.environ[name] for name in _TOKEN_VARIABLES if name in os.environ}
-        return _client.watch({
-            "logdir": os.path.abspath(logdir), "spec": dataclasses.asdict(spec), "token": token, "timeout": timeout,
+        return _link().watch({
+            "logdir": os.path.abspath(logdir), "spec": spec.to_json(), "token": token, "timeout": timeout,
+            "max_commits_per_hour": max_commits_per_hour,
             "environ": {**environ, "HF_ENDPOINT": constants.ENDPOINT},
         })
     except Exception as error:
@@ -155,11 +161,20 @@ def current_pid() -> int | None:
         True
         ```
     """
-    return _client.pid()
+    link = STATE.guardian
+    return link.pid() if isinstance(link, _Client) else None
 
 
 def _encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def _link() -> _Client:
+    """This process's link to its guardian, kept in the process's shared state (one per process)."""
+    with STATE.lock:
+        if not isinstance(STATE.guardian, _Client):
+            STATE.guardian = _Client()
+        return STATE.guardian
 
 
 class _Client:
@@ -174,7 +189,6 @@ class _Client:
         self._watches: dict[int, bytes] = {}  # id -> its watch message, sent again to a replacement guardian
         self._ids = itertools.count(1)
         self._forked = False
-        self._fork_hook = False
 
     def pid(self) -> int | None:
         proc = self._proc
@@ -233,12 +247,6 @@ class _Client:
         return True
 
     def _start(self) -> None:
-        if not self._fork_hook:
-            # Holding the lock across fork() keeps a fork from landing between the socket's creation and its record
-            # in self._sock, where the child could not find it to close it.
-            os.register_at_fork(before=lambda: self._lock.acquire(), after_in_parent=lambda: self._lock.release(),
-                                after_in_child=self._after_fork_in_child)
-            self._fork_hook = True
         ours, theirs = socket.socketpair()
         env = {name: value for name, value in os.environ.items() if name not in _TOKEN_VARIABLES}
         if _PACKAGE_ROOT not in {*site.getsitepackages(), site.getusersitepackages()}:
@@ -264,7 +272,15 @@ class _Client:
             self._sock.close()
         self._sock = self._proc = self._reaper = None
 
-    def _after_fork_in_child(self) -> None:
+    # Holding the lock across fork() keeps a fork from landing between the socket's creation and its record in
+    # self._sock, where the child could not find it to close it. process.STATE calls these three.
+    def before_fork(self) -> None:
+        self._lock.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def after_fork_in_child(self) -> None:
         # Only the training process may hold its end of the socket: a forked worker keeping it open would hide the
         # training process's death from the guardian. close(), never shutdown(): the socket is shared with the parent.
         if self._sock is not None:
@@ -273,9 +289,6 @@ class _Client:
         self._watches = {}
         self._forked = True
         self._lock = threading.RLock()  # the parent's may have been held by one of its other threads
-
-
-_client = _Client()
 
 
 # The guardian's side -------------------------------------------------------------------------------------------------
@@ -291,6 +304,7 @@ class _Guardian:
         self._parent = os.getppid()
         self._terminated = False
         self._deadline = math.inf  # a time.monotonic() value; SIGTERM brings it closer
+        self._schedule: Schedule | None = None  # the push in progress, whose deadline SIGTERM brings closer
         # SIGTERM wakes the select() of the wait and of the backoff through this pipe: no polling, no exception
         # raised into the middle of a push.
         self._wake, wake_w = os.pipe()
@@ -302,6 +316,8 @@ class _Guardian:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._terminated = True
         self._deadline = min(self._deadline, time.monotonic() + SIGTERM_GRACE)
+        if self._schedule is not None:
+            self._schedule.hurry(self._deadline)  # the wake-up pipe ends the wait it may be in
 
     def run(self) -> int:
         """Wait, then push what is watched; the exit status is 0 unless a push failed."""
@@ -359,13 +375,12 @@ class _Guardian:
     def _push_group(self, reason: str, watches: list[dict[str, Any]]) -> bool:
         """Push the logdirs bound for one repo and branch in one commit, as `hf-summary sync` does, until the
         deadline; log the outcome to each logdir's guardian.log."""
-        from .committer import Committer
-        from .hub import HubAuthError, HubClient
-        from .retry import RetryPolicy
+        from .errors import describe
+        from .schedule import open_schedule
         from .spec import UploadSpec
         from .uploader import Uploader
 
-        members = [(Path(w["logdir"]), UploadSpec(**w["spec"])) for w in watches]
+        members = [(Path(w["logdir"]), UploadSpec.from_json(w["spec"])) for w in watches]
         spec = members[0][1]
         names = ", ".join(str(logdir) for logdir, _ in members)
         commands = "\n".join(f"  {s.sync_command(logdir)}" for logdir, s in members)
@@ -373,33 +388,20 @@ class _Guardian:
             logger.info("%s: pushing %s to %s. If no line below says it was pushed, upload what is left "
                            "with:\n%s", reason, names, spec.repo_id, commands)
             try:
-                policy = RetryPolicy()
-                # Batched uploads: the fastest, and their progress bar goes to /dev/null with the rest of our output.
-                client = HubClient(spec.target(), token=watches[0]["token"], batch_uploads=True)
-                committer = Committer(client, retry=policy)
+                # Batched uploads (interactive): the fastest, and their progress bar goes to /dev/null with the rest
+                # of our output. No machine turns: this is the last push of these logdirs, and it may not skip.
+                schedule = open_schedule(spec, token=watches[0]["token"], interactive=True, machine=False,
+                                         max_commits_per_hour=watches[0].get("max_commits_per_hour"), wait=self._wait)
                 for logdir, member_spec in members:
-                    committer.join(Uploader(logdir, member_spec))
-                failures = 0
-                while True:
-                    try:
-                        info = committer.push(deadline=self._deadline)
-                    except HubAuthError:
-                        raise  # retrying cannot help
-                    except Exception as error:
-                        failures += 1
-                        now = time.monotonic()
-                        delay = policy.next_push_delay(failures, max(0.0, self._deadline - now), error)
-                        if now + delay >= self._deadline:
-                            raise
-                        self._sleep(delay)
-                        continue
-                    break
+                    schedule.join(Uploader(logdir, member_spec))
+                schedule.deadline = self._deadline
+                self._schedule = schedule
+                if self._terminated:
+                    schedule.hurry(self._deadline)
+                info = schedule.run(once=True)
             except Exception as error:
-                failed = f"{type(error).__name__}: {error}"
-                if error.__cause__ is not None:  # RetriesExhausted: what the Hub answered last is the useful part
-                    failed += f"; last error: {type(error.__cause__).__name__}: {error.__cause__}"
                 logger.error("Could not push %s to %s (%s). Your logs are safe on disk; upload them with:\n%s",
-                             names, spec.repo_id, failed, commands)
+                             names, spec.repo_id, describe(error), commands)
                 return False
             if info is None:
                 logger.info("Nothing was left to push: %s is already on the Hub.", names)
@@ -407,13 +409,20 @@ class _Guardian:
                 logger.info("Pushed %s to %s (commit %s).", names, spec.repo_id, info.oid[:12])
             return True
 
-    def _sleep(self, seconds: float) -> None:
-        """Wait between pushes; SIGTERM cuts the wait short (the deadline moved closer)."""
+    def _wait(self, event: threading.Event, seconds: float) -> bool:
+        """The schedule's wait (for the commit budget, or between failed pushes): SIGTERM cuts it short, and the
+        hard stop moves past it, so that a wait for the budget is not mistaken for a hang."""
+        if event.is_set():
+            return True
+        deadline = self._schedule.deadline if self._schedule is not None else None
+        end = max(seconds, (deadline or 0.0) - time.monotonic())
+        signal.alarm(math.ceil(end) + _HARD_STOP_MARGIN)
         select.select([self._wake], [], [], seconds)
         try:
             os.read(self._wake, 64)
         except BlockingIOError:
             pass
+        return event.is_set()
 
 
 @contextmanager

@@ -6,7 +6,6 @@ import functools
 import io
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -14,6 +13,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd
+
+from .errors import CommitNotConfirmed, HubAuthError, http_status
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +46,6 @@ def _quiet_client_logs() -> None:
         logging.getLogger(name).addFilter(_FromOurThreads())
 
 
-class CommitNotConfirmed(ConnectionError):
-    """The Hub answered a commit, but its branch does not hold the files: nothing is recorded, the push retries."""
-
-
-class HubAuthError(PermissionError):
-    """The Hub rejected the token (401/403). The message names where the token came from, never the token."""
-
-
-_SECRETS = re.compile(r"(Bearer\s+)[^\s'\",}]+|\bhf_[A-Za-z0-9]{8,}")
-
-
-def redact(text: str) -> str:
-    """`text` with anything that looks like a token replaced: error texts of the HTTP layer may quote headers."""
-    return _SECRETS.sub(lambda m: (m.group(1) or "") + "***", text)
-
-
 def token_source(token: str | None, option: str = "`token=`") -> str | None:
     """Where huggingface_hub takes the token from, in words a user can act on; None when there is no token."""
     if token:
@@ -84,8 +69,8 @@ def is_offline() -> bool:
 
 
 @dataclass
-class RepoTarget:
-    """Where a run goes: a repo, its type and branch."""
+class RepoRef:
+    """A repo, its type and branch: where a run goes."""
 
     repo_id: str
     repo_type: str = "model"
@@ -103,20 +88,20 @@ class HubClient:
     """The Hub calls made for one target repo.
 
     Args:
-        target: the repo. `target.repo_id` is replaced by its full `namespace/name` form once the repo exists.
+        repo: the repo. `repo.repo_id` is replaced by its full `namespace/name` form once the repo exists.
         token: the token, or None to use the one huggingface_hub finds (HF_TOKEN, then `hf auth login`).
         batch_uploads: upload a commit's files in one batch, with huggingface_hub's progress bar: for a command
             a person waits on. False (background pushes) uploads them one by one, which draws no bar.
         token_option: how the user passes a token where this client is used (`token=`, `--token`).
     """
 
-    def __init__(self, target: RepoTarget, token: str | None = None, *, batch_uploads: bool = False,
+    def __init__(self, repo: RepoRef, token: str | None = None, *, batch_uploads: bool = False,
                  token_option: str = "`token=`") -> None:
         from huggingface_hub import HfApi
 
         from .. import __version__
 
-        self.target = target
+        self.repo = repo
         self._token = token
         self._batch_uploads = batch_uploads
         self._token_option = token_option  # how the user gives a token here: error messages name it
@@ -126,7 +111,7 @@ class HubClient:
         self._card_checked = False  # the tag goes into our first commit, once per client
 
     def __repr__(self) -> str:
-        return f"HubClient(repo_id={self.target.repo_id!r}, repo_type={self.target.repo_type!r})"
+        return f"HubClient(repo_id={self.repo.repo_id!r}, repo_type={self.repo.repo_type!r})"
 
     def ensure_repo(self) -> str:
         """Create the repo (and branch) if needed; return the full repo id.
@@ -135,8 +120,8 @@ class HubClient:
             HubAuthError: the token was rejected.
         """
         if self.repo_ready:
-            return self.target.repo_id
-        t = self.target
+            return self.repo.repo_id
+        t = self.repo
         with self._auth_errors("create the repo"):
             url = self.api.create_repo(t.repo_id, repo_type=t.repo_type, private=t.private, exist_ok=True)
             t.repo_id = url.repo_id
@@ -150,7 +135,7 @@ class HubClient:
         from huggingface_hub import CommitOperationAdd, DatasetCard, ModelCard, RepoCard
         from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-        t = self.target
+        t = self.repo
         card_class = DatasetCard if t.repo_type == "dataset" else ModelCard if t.repo_type == "model" else RepoCard
         try:
             card = card_class.load(t.repo_id, repo_type=t.repo_type, token=self._token)
@@ -174,7 +159,7 @@ class HubClient:
         Raises:
             HubAuthError: the token was rejected.
         """
-        t = self.target
+        t = self.repo
         card = None if self._card_checked else self._card_operation()
         operations = [*operations, *([card] if card else [])]
         with self._auth_errors("commit"):
@@ -195,8 +180,6 @@ class HubClient:
             except CommitNotConfirmed:
                 raise
             except Exception as error:  # the check itself failed: as unsure as a check that failed
-                from .retry import http_status
-
                 if http_status(error) in (401, 403):
                     raise
                 raise CommitNotConfirmed(f"Could not confirm commit {info.oid} on {t.revision}: {error}") from error
@@ -209,7 +192,7 @@ class HubClient:
         A server (or a proxy) that answers 200 without committing would otherwise have the files recorded as on
         the Hub, and never sent again. One request: the sizes, and the LFS hashes, of the committed paths.
         """
-        t = self.target
+        t = self.repo
         found = {entry.path: entry for entry in self.api.get_paths_info(
             t.repo_id, [op.path_in_repo for op in operations], repo_type=t.repo_type, revision=t.revision)}
         for operation in operations:
@@ -228,7 +211,7 @@ class HubClient:
         """
         from huggingface_hub.utils import build_hf_headers, paginate, parse_datetime
 
-        t = self.target
+        t = self.repo
         url = f"{self.api.endpoint}/api/{t.repo_type}s/{t.repo_id}/commits/{t.revision}"
         headers = build_hf_headers(token=self._token, library_name="hf_summary")
         now = time.time()
@@ -252,7 +235,7 @@ class HubClient:
         from huggingface_hub.errors import EntryNotFoundError
         from huggingface_hub.hf_api import RepoFile
 
-        t = self.target
+        t = self.repo
         with self._auth_errors("read the repo"):
             try:
                 entries = list(self.api.list_repo_tree(t.repo_id, path_in_repo=folder, recursive=True,
@@ -268,11 +251,11 @@ class HubClient:
 
     def commit_count(self) -> int:
         """The number of commits on the branch."""
-        t = self.target
+        t = self.repo
         return len(self.api.list_repo_commits(t.repo_id, repo_type=t.repo_type, revision=t.revision))
 
     def squash(self) -> None:
-        t = self.target
+        t = self.repo
         self.api.super_squash_history(t.repo_id, branch=t.revision, repo_type=t.repo_type,
                                       commit_message="Squash TensorBoard logs")
 
@@ -313,8 +296,6 @@ class _AuthErrors:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
                  ) -> None:
-        from .retry import http_status
-
         if exc is not None and http_status(exc) in (401, 403):
             source = token_source(self._token, self._option)
             if source is None:

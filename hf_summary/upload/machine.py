@@ -17,7 +17,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ class MachineRegistry:
         """Add a logdir this process pushes."""
         with self._locked():
             data = self._read()
-            data["logdirs"][str(logdir.resolve())] = {"pid": os.getpid(), "spec": _spec_fields(spec)}
+            data["logdirs"][str(logdir.resolve())] = {"pid": os.getpid(), "spec": spec.to_json()}
             self._write(data)
 
     def unregister(self, logdir: Path) -> None:
@@ -127,7 +126,7 @@ class MachineRegistry:
         entries = {}
         for logdir, entry in data["logdirs"].items():
             try:
-                entries[Path(logdir)] = UploadSpec(**entry["spec"])
+                entries[Path(logdir)] = UploadSpec.from_json(entry["spec"])
             except (TypeError, ValueError, KeyError):
                 continue  # an entry of another version, or a broken one: it costs itself only
         return entries
@@ -154,11 +153,3 @@ class MachineRegistry:
             json.dump(data, f)
         os.replace(tmp, self._path)
 
-
-def _spec_fields(spec: UploadSpec) -> dict[str, Any]:
-    fields = asdict(spec)
-    fields.pop("private", None)
-    for key in ("allow_patterns", "ignore_patterns"):
-        if fields[key] is not None:
-            fields[key] = list(fields[key])
-    return fields

@@ -1,7 +1,8 @@
 """The one retry policy: which Hub errors are transient, and how long to wait before trying again.
 
 It answers two questions with one backoff: the delay between attempts inside a push, and the delay before the next
-push after a push that failed. The committer of a live run, `hf-summary sync` and `watch` all use it.
+push after a push that failed. Every push uses it: the schedule of a live run, `hf-summary sync`, `watch` and the
+guardian.
 """
 
 from __future__ import annotations
@@ -13,17 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .errors import RetriesExhausted, describe, http_status
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TRANSIENT_STATUS = {408, 409, 412, 423, 429, 500, 502, 503, 504}
-
-
-def http_status(error: BaseException) -> int | None:
-    """The HTTP status carried by a huggingface_hub error, if any."""
-    response = getattr(error, "response", None)
-    return getattr(response, "status_code", None)
+_TRANSIENT_STATUS = frozenset({408, 409, 412, 423, 429, 500, 502, 503, 504})
 
 
 def is_transient(error: BaseException) -> bool:
@@ -60,10 +57,6 @@ def retry_after(error: BaseException | None) -> float | None:
     if limit is not None and limit.remaining == 0:
         asked = max(asked or 0.0, float(limit.reset_in_seconds))
     return asked
-
-
-class RetriesExhausted(Exception):
-    """A deadline or a stop request ended the retries; the last error is the cause."""
 
 
 def _sleep(seconds: float) -> bool:
@@ -144,15 +137,9 @@ class RetryPolicy:
                 if deadline is not None and clock() + delay > deadline:
                     raise RetriesExhausted(f"{what}: no time left to retry before the deadline") from error
                 # Info, not a warning: a transient error retried is routine, and the training log stays clean.
-                logger.info("%s failed (%s); retry %d/%d in %.1fs", what, _short(error), retry + 1,
+                logger.info("%s failed (%s); retry %d/%d in %.1fs", what, describe(error), retry + 1,
                                self.attempts - 1, delay)
                 if sleep(delay):
                     raise RetriesExhausted(f"{what}: stopped while waiting to retry") from error
         raise AssertionError("unreachable")
 
-
-def _short(error: BaseException) -> str:
-    from .hub import redact
-
-    text = redact(str(error)).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"

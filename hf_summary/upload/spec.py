@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import defaults
 from ..validation import (
@@ -15,7 +16,7 @@ from ..validation import (
     validate_repo_type,
     validate_squash,
 )
-from .hub import RepoTarget
+from .hub import RepoRef
 
 
 def _as_tuple(patterns: list[str] | tuple[str, ...] | str | None) -> tuple[str, ...] | None:
@@ -27,6 +28,10 @@ def _as_tuple(patterns: list[str] | tuple[str, ...] | str | None) -> tuple[str, 
 @dataclass(frozen=True)
 class UploadSpec:
     """A destination on the Hub and the files that go there.
+
+    The writer's huggingface_hub-style names map to these fields (`repo_revision` → `revision`, `repo_private` →
+    `private`, `repo_allow_patterns` → `allow_patterns`, `repo_ignore_patterns` → `ignore_patterns`,
+    `squash_history` → `squash`), and `cli_args()` to the command line's flags; the README has the whole table.
 
     Args:
         repo_id: the repo, `namespace/name` (or `name`, for your own namespace).
@@ -96,9 +101,26 @@ class UploadSpec:
             private=private,
         )
 
-    def target(self) -> RepoTarget:
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON values: the form the guardian's messages and the machine registry store."""
+        fields = asdict(self)
+        for key in ("allow_patterns", "ignore_patterns"):
+            if fields[key] is not None:
+                fields[key] = list(fields[key])
+        return fields
+
+    @classmethod
+    def from_json(cls, fields: dict[str, Any]) -> UploadSpec:
+        """The spec `to_json` gave.
+
+        Raises:
+            TypeError, ValueError: not a spec's fields (another version's, or a broken entry).
+        """
+        return cls(**fields)
+
+    def repo(self) -> RepoRef:
         """The repo part of the spec, for a `HubClient`."""
-        return RepoTarget(self.repo_id, self.repo_type, self.revision, self.private)
+        return RepoRef(self.repo_id, self.repo_type, self.revision, self.private)
 
     def folder_for(self, logdir: str | os.PathLike[str]) -> str:
         """The repo folder a logdir goes to: `<path_in_repo>/<logdir name>`, as huggingface_hub's writer does."""

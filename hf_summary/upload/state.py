@@ -45,6 +45,14 @@ def target_key(repo_type: str, repo_id: str, revision: str, prefix: str) -> str:
     return f"{repo_type}:{repo_id}@{revision}:{prefix}"
 
 
+def split_target_key(key: str) -> tuple[str, str, str, str]:
+    """The repo type, repo id, revision and folder of a `target_key`."""
+    repo_type, rest = key.split(":", 1)
+    repo_and_revision, prefix = rest.split(":", 1)
+    repo_id, revision = repo_and_revision.rsplit("@", 1)
+    return repo_type, repo_id, revision, prefix
+
+
 class UploadState:
     """The committed files of one logdir for one destination.
 

@@ -1,7 +1,7 @@
 """One logdir bound for one repo folder: what to send from it, and recording what was sent.
 
-A commit is planned, made and recorded under the logdir's upload lock, so that two processes uploading one logdir
-never commit the same bytes twice; the committer (committer.py) puts the logdirs of several writers in one commit.
+A push is planned, sent and recorded under the logdir's upload lock, so that two processes uploading one logdir
+never send the same bytes twice; the pusher (pusher.py) puts the logdirs of several writers in one commit.
 """
 
 from __future__ import annotations
@@ -9,15 +9,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .hub import quiet_operation
-from .plan import FilePrefix, PlannedFile, UploadPlanner
+from .plan import PlannedFile, UploadPlanner
 from .spec import UploadSpec
 from .state import STATE_DIR, FileRecord, UploadState, target_key
 
 if TYPE_CHECKING:
-    from huggingface_hub import CommitInfo, CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd
+
+MakeOperation = Callable[[str, PlannedFile], "CommitOperationAdd"]
+
+
+class LiveLogdir(Protocol):
+    """What a push asks of the writer of a logdir it pushes: the one interface between the events side and the
+    upload side (which otherwise meet only at the files on disk and the upload state)."""
+
+    def write_for_push(self) -> None:
+        """Write what was logged up to now, and close the event files past their roll size."""
+
+    def open_event_files(self) -> list[Path]:
+        """The event files the writer may still append to; every other file of the logdir is final."""
+        return []
 
 
 class Uploader:
@@ -26,16 +39,16 @@ class Uploader:
     Args:
         logdir: the folder to upload.
         spec: where it goes, and which of its files.
-        open_files: returns the event files a writer of this process may still append to.
+        live: the writer of this process that logs to it, if any.
     """
 
-    def __init__(self, logdir: Path, spec: UploadSpec, *, open_files: Callable[[], list[Path]] = list) -> None:
+    def __init__(self, logdir: Path, spec: UploadSpec, *, live: LiveLogdir | None = None) -> None:
         self.logdir = logdir
         self.spec = spec
         self.path_in_repo = spec.folder_for(logdir)
         allow = list(spec.allow_patterns) if spec.allow_patterns is not None else None
         self.planner = UploadPlanner(logdir, allow, default_ignore_patterns(spec.ignore_patterns))
-        self._open_files = open_files
+        self.live = live
         # The operations of a commit that failed, kept for the retry: what they uploaded is not sent again (and
         # huggingface_hub does not draw an "Upload 0 LFS files" bar for content the Hub already has).
         self._pending_operations: dict[str, tuple[PlannedFile, CommitOperationAdd]] = {}
@@ -46,7 +59,7 @@ class Uploader:
 
     def pending(self) -> list[PlannedFile]:
         """Files whose valid content is not on the Hub yet, according to the upload state."""
-        return self.planner.plan(self.state().load(), self._open_files())
+        return self.planner.plan(self.state().load(), self.open_files())
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -55,13 +68,20 @@ class Uploader:
 
     def open_files(self) -> list[Path]:
         """The event files a writer of this process may still append to."""
-        return self._open_files()
+        return self.live.open_event_files() if self.live is not None else []
 
-    def begin(self, stack: ExitStack, lock_timeout: float = -1, also_open: list[Path] | None = None) -> Batch | None:
-        """Lock the logdir's upload state (until `stack` closes) and plan its part of a commit; None if nothing changed.
+    def prepare(self) -> None:
+        """Have the writer of this logdir (if it is in this process) write what was logged up to now."""
+        if self.live is not None:
+            self.live.write_for_push()
+
+    def begin(self, stack: ExitStack, make: MakeOperation, lock_timeout: float = -1,
+              also_open: list[Path] | None = None) -> Batch | None:
+        """Lock the logdir's upload state (until `stack` closes) and plan its part of a push; None if nothing changed.
 
         Args:
-            stack: holds the lock until the commit is recorded.
+            stack: holds the lock until the push is recorded.
+            make: builds the operation that sends a file to a path of the destination.
             lock_timeout: seconds to wait for another process's push of this logdir.
             also_open: files other writers of this process (on the same logdir) may still append to.
 
@@ -71,19 +91,18 @@ class Uploader:
         state = self.state()
         stack.enter_context(state.lock(lock_timeout))
         committed = state.load()  # read inside the lock: another process may have committed since we last looked
-        planned = self.planner.plan(committed, [*self._open_files(), *(also_open or [])])
+        planned = self.planner.plan(committed, [*self.open_files(), *(also_open or [])])
         if not planned:
             return None
-        return Batch(self, state, committed, planned, self._operations(planned))
+        return Batch(self, state, committed, planned, self._operations(planned, make))
 
-    def _operations(self, planned: list[PlannedFile]) -> list[CommitOperationAdd]:
+    def _operations(self, planned: list[PlannedFile], make: MakeOperation) -> list[CommitOperationAdd]:
         operations = []
         for file in planned:
             kept = self._pending_operations.get(file.relpath)
             if kept is None or not _same(kept[0], file):
-                source = str(file.local_path) if file.final else FilePrefix(file.local_path, file.size)
-                kept = self._pending_operations[file.relpath] = (
-                    file, quiet_operation(f"{self.path_in_repo}/{file.relpath}", source))
+                operation = make(f"{self.path_in_repo}/{file.relpath}", file)
+                kept = self._pending_operations[file.relpath] = (file, operation)
             operations.append(kept[1])
         return operations
 
@@ -100,7 +119,7 @@ class Batch:
 
     def __init__(self, uploader: Uploader, state: UploadState, committed: dict[str, FileRecord],
                  planned: list[PlannedFile], operations: list[CommitOperationAdd]) -> None:
-        self._uploader = uploader
+        self.uploader = uploader
         self._recorded: set[int] = set()
         self.state = state
         self.committed = committed
@@ -113,19 +132,19 @@ class Batch:
 
     def abandon(self) -> None:
         """Forget the operations of this batch: the next push builds new ones."""
-        self._uploader._committed()
+        self.uploader._committed()
 
-    def record(self, info: CommitInfo, indices: list[int] | None = None) -> None:
-        """Save in the upload state that the commit `info` holds these files (all of them, or those at `indices`)."""
+    def record(self, oid: str, indices: list[int] | None = None) -> None:
+        """Save in the upload state that the commit `oid` holds these files (all of them, or those at `indices`)."""
         chosen = list(range(len(self.planned))) if indices is None else indices
         for i in chosen:
             file, operation = self.planned[i], self.operations[i]
             sha = operation.upload_info.sha256.hex() if operation.upload_info.is_hashed else ""
-            self.committed[file.relpath] = FileRecord(file.size, sha, info.oid, file.mtime_ns)
+            self.committed[file.relpath] = FileRecord(file.size, sha, oid, file.mtime_ns)
         self.state.save(self.committed)  # at each commit: an interruption between commits resumes after this one
         self._recorded.update(chosen)
         if len(self._recorded) == len(self.planned):
-            self._uploader._committed()
+            self.uploader._committed()
 
 
 def default_ignore_patterns(extra: tuple[str, ...] | list[str] | str | None) -> list[str]:

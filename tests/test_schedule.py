@@ -1,19 +1,27 @@
-"""The committer's schedule, driven by a fake clock and a fake Hub client: no server, no real sleeps."""
+"""The schedule and the pusher, driven by a fake clock and a fake Hub client: no server, no real sleeps.
+
+The fake client stands in for `HubClient` behind the real `RepoTarget` (it satisfies `targets.repo.RepoClient`), so
+that the repo's budget, pacing and chunking are tested with the schedule that uses them.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from hf_summary.events.records import frame_record
-from hf_summary.upload.committer import Committer, CommitterStopped, PushError
-from hf_summary.upload.hub import RepoTarget
-from hf_summary.upload.retry import RetriesExhausted, RetryPolicy
+from hf_summary.upload.errors import PushError, RetriesExhausted, SchedulerStopped
+from hf_summary.upload.hub import RepoRef
+from hf_summary.upload.pusher import Pusher
+from hf_summary.upload.retry import RetryPolicy
+from hf_summary.upload.schedule import Schedule
 from hf_summary.upload.spec import UploadSpec
+from hf_summary.upload.targets import RepoTarget
 from hf_summary.upload.uploader import Uploader
 
 
@@ -56,10 +64,13 @@ class HubError(Exception):
 class FakeClient:
     """Stands in for `HubClient`: counts commits, and fails the next ones with the errors in `failures`."""
 
-    target: RepoTarget = field(default_factory=lambda: RepoTarget("me/run"))
+    repo: RepoRef = field(default_factory=lambda: RepoRef("me/run"))
     repo_ready: bool = False
     failures: list[BaseException] = field(default_factory=list)
     commits: list[list[str]] = field(default_factory=list)
+    refuse: str | None = None  # a folder whose files the Hub refuses for good (a 400, as for too many entries)
+    fail_on: dict[int, BaseException] = field(default_factory=dict)  # errors by commit call, counted from 1
+    calls: int = 0
 
     card_pending: bool = False
     history: list[float] = field(default_factory=list)  # ages of the branch's recent commits, as the Hub shows them
@@ -69,13 +80,21 @@ class FakeClient:
 
     def ensure_repo(self) -> str:
         self.repo_ready = True
-        return self.target.repo_id
+        return self.repo.repo_id
 
     def commit(self, operations: list, message: str) -> _Info:
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise self.fail_on[self.calls]
         if self.failures:
             raise self.failures.pop(0)
+        if self.refuse and any(op.path_in_repo.startswith(self.refuse) for op in operations):
+            raise HubError(400)
         self.commits.append([op.path_in_repo for op in operations])
         return _Info(f"commit{len(self.commits)}")
+
+    def commit_count(self) -> int:
+        return len(self.commits)
 
     def squash(self) -> None:
         raise AssertionError("not asked for")
@@ -89,27 +108,36 @@ def _log(logdir: Path, n: int) -> None:
             f.write(frame_record(f"record {i}".encode()))
 
 
+def _schedule(client: FakeClient, clock: FakeClock | None = None, *, every: float = 5.0,
+              policy: RetryPolicy | None = None, budget: int | None = None, max_files: int = 100) -> Schedule:
+    """A schedule of the fake client's repo; on real time when `clock` is None."""
+    now = clock or time.monotonic
+    target = RepoTarget(client, max_commits_per_hour=budget, max_files_per_commit=max_files, clock=now)
+    retry = policy or RetryPolicy(attempts=3, base=1.0, cap=8.0, rng=random.Random(0))
+    pusher = Pusher(target, clock=now, retry=retry, wait=clock.wait) if clock else Pusher(target, retry=retry)
+    return Schedule(pusher, every=every)
+
+
 def _committer(tmp_path: Path, client: FakeClient, clock: FakeClock, *, every: float = 1.0,
-               policy: RetryPolicy | None = None) -> tuple[Committer, Path]:
+               policy: RetryPolicy | None = None, budget: int | None = None) -> tuple[Schedule, Path]:
     logdir = tmp_path / "run"
     _log(logdir, 3)
-    committer = Committer(client, every=every, clock=clock, wait=clock.wait,  # type: ignore[arg-type]
-                          retry=policy or RetryPolicy(attempts=3, base=1.0, cap=8.0, rng=random.Random(0)))
+    committer = _schedule(client, clock, every=every, policy=policy, budget=budget)
     committer.join(Uploader(logdir, UploadSpec("me/run")), every=every)
-    assert committer.run_once() and clock.waits == [] and client.commits == []  # the join's wake-up: a re-plan
+    assert committer.step() and clock.waits == [] and client.commits == []  # the join's wake-up: a re-plan
     return committer, logdir
 
 
 def test_pushes_every_interval_and_only_what_changed(tmp_path: Path) -> None:
     clock, client = FakeClock(), FakeClient()
     committer, logdir = _committer(tmp_path, client, clock, every=2.0)
-    assert committer.run_once()
+    assert committer.step()
     assert clock.waits == [120.0] and len(client.commits) == 1
-    assert committer.run_once()  # nothing new: no commit, and the next wait is a whole interval again
+    assert committer.step()  # nothing new: no commit, and the next wait is a whole interval again
     assert clock.waits == [120.0, 120.0] and len(client.commits) == 1
     assert committer.last_future is not None and committer.last_future.result() is None
     _log(logdir, 1)
-    committer.run_once()
+    committer.step()
     assert len(client.commits) == 2
 
 
@@ -118,7 +146,7 @@ def test_triggers_before_a_push_share_it(tmp_path: Path) -> None:
     committer, _ = _committer(tmp_path, client, clock)
     futures = [committer.trigger() for _ in range(5)]
     assert len({id(f) for f in futures}) == 1
-    committer.run_once()
+    committer.step()
     assert clock.waits == []  # a trigger pushes at once
     assert futures[0].result().oid == "commit1" and len(client.commits) == 1
     assert committer.trigger() is not futures[0]  # a trigger after the push asks for a new one
@@ -130,17 +158,17 @@ def test_failed_push_retries_inside_then_backs_off_below_the_interval(tmp_path: 
     committer, _ = _committer(tmp_path, client, clock, every=10.0, policy=policy)
     client.failures = [HubError(503) for _ in range(3)]  # every attempt of the first push fails
     future = committer.trigger()
-    committer.run_once()
+    committer.step()
     with pytest.raises(PushError, match="HubError: HTTP 503.*hf-summary sync") as failed:
         future.result()
     assert isinstance(failed.value.__cause__, HubError)
     assert len(clock.waits) == 2 and all(0.5 <= w <= 8.0 for w in clock.waits)  # two retries, jittered
     clock.waits.clear()
-    committer.run_once()  # the next push comes after the policy's delay, not after the 600 s interval
+    committer.step()  # the next push comes after the policy's delay, not after the 600 s interval
     assert clock.waits == [policy.next_push_delay(1, 600.0)] == [8.0]
     assert len(client.commits) == 1
     clock.waits.clear()
-    committer.run_once()  # success resets the schedule to the interval
+    committer.step()  # success resets the schedule to the interval
     assert clock.waits == [pytest.approx(600.0)]
 
 
@@ -149,18 +177,18 @@ def test_retry_after_is_honoured_between_pushes(tmp_path: Path) -> None:
     committer, _ = _committer(tmp_path, client, clock, every=10.0,
                               policy=RetryPolicy(attempts=1, base=1.0, cap=8.0))
     client.failures = [HubError(429, {"Retry-After": "42"})]
-    committer.run_once()
+    committer.step()
     clock.waits.clear()
-    committer.run_once()
+    committer.step()
     assert clock.waits == [42.0] and len(client.commits) == 1
 
 
 def test_a_permanent_error_is_not_retried(tmp_path: Path) -> None:
     clock, client = FakeClock(), FakeClient()
     committer, _ = _committer(tmp_path, client, clock)
-    client.failures = [HubError(400)]
+    client.failures = [HubError(404)]
     future = committer.trigger()
-    committer.run_once()
+    committer.step()
     error = future.exception()
     assert isinstance(error, PushError) and isinstance(error.__cause__, HubError) and clock.waits == []
 
@@ -171,7 +199,7 @@ def test_a_push_stops_retrying_at_its_deadline(tmp_path: Path) -> None:
     client.failures = [HubError(503) for _ in range(3)]
     future = committer.trigger(deadline=clock() + 0.1)  # no time for even one retry
     committer.trigger(deadline=None)  # a trigger without a deadline shares the push and keeps the earliest
-    committer.run_once()
+    committer.step()
     error = future.exception()
     assert isinstance(error, PushError) and isinstance(error.__cause__, RetriesExhausted) and clock.waits == []
 
@@ -183,21 +211,21 @@ def test_a_member_asking_for_a_shorter_interval_shortens_the_wait(tmp_path: Path
     _log(other, 1)
     committer.join(Uploader(other, UploadSpec("me/run")), every=1.0)
     assert committer.every == 1.0
-    committer.run_once()  # the join woke the thread to re-plan: no push, no wait
+    committer.step()  # the join woke the thread to re-plan: no push, no wait
     assert clock.waits == [] and client.commits == []
-    committer.run_once()
+    committer.step()
     assert clock.waits == [60.0] and len(client.commits) == 1 and len(client.commits[0]) == 2
 
 
 def test_stop_ends_the_real_thread_and_refuses_new_pushes(tmp_path: Path) -> None:
     client = FakeClient()
-    committer = Committer(client, every=60.0).start()  # type: ignore[arg-type]
+    committer = _schedule(client, every=60.0).start()
     assert committer.connected.result(timeout=30) == "me/run"
     assert committer.alive
     committer.stop(timeout=30)
     assert not committer.alive and committer.stopped
-    assert isinstance(committer.trigger().exception(timeout=1), CommitterStopped)
-    assert committer.run_once() is False
+    assert isinstance(committer.trigger().exception(timeout=1), SchedulerStopped)
+    assert committer.step() is False
 
 
 def test_next_push_resolves_with_the_scheduled_push(tmp_path: Path) -> None:
@@ -205,7 +233,7 @@ def test_next_push_resolves_with_the_scheduled_push(tmp_path: Path) -> None:
     committer, _ = _committer(tmp_path, client, clock)
     future = committer.next_push()
     assert committer.next_push() is future and not future.done()
-    committer.run_once()  # the interval's push, nobody triggered it
+    committer.step()  # the interval's push, nobody triggered it
     assert clock.waits == [60.0] and future.result().oid == "commit1"
     later = committer.next_push()
     assert committer.trigger() is later  # a trigger takes the Future already handed out
@@ -223,7 +251,7 @@ def test_a_push_the_hub_never_answers_fails_its_future_at_the_deadline(tmp_path:
 
     logdir = tmp_path / "run"
     _log(logdir, 1)
-    committer = Committer(HungClient(), every=60.0).start()  # type: ignore[arg-type]
+    committer = _schedule(HungClient(), every=60.0).start()
     member = committer.join(Uploader(logdir, UploadSpec("me/run")), push_timeout=0.5)
     try:
         error = member.trigger().exception(timeout=30)  # the bound is the Future's, not the HTTP call's
@@ -258,23 +286,12 @@ def test_a_backlog_goes_up_in_bounded_commits_in_name_order_and_resumes(tmp_path
     for n in range(250):  # a week offline: many closed event files
         (logdir / f"events.out.tfevents.{1700000000 + n}.host.1.000").write_bytes(frame_record(b"r%d" % n))
     clock, client = FakeClock(), FakeClient()
-    committer = Committer(client, clock=clock, wait=clock.wait, max_files_per_commit=100,  # type: ignore[arg-type]
-                          retry=RetryPolicy(attempts=1))
+    committer = _schedule(client, clock, policy=RetryPolicy(attempts=1), max_files=100)
     committer.join(Uploader(logdir, UploadSpec("me/run")))
-    real_commit = client.commit
-    calls = {"n": 0}
-
-    def commit_then_fail_the_second(operations: list, message: str) -> _Info:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise HubError(400)  # interrupted between the first and the second commit
-        return real_commit(operations, message)
-
-    client.commit = commit_then_fail_the_second  # type: ignore[method-assign]
+    client.fail_on[2] = HubError(503)  # interrupted between the first and the second commit
     with pytest.raises(HubError):
         committer.push()
     assert [len(c) for c in client.commits] == [100]
-    client.commit = real_commit  # type: ignore[method-assign]
     committer.push()
     assert [len(c) for c in client.commits] == [100, 100, 50]  # the rest, nothing twice
     sent = [path for commit in client.commits for path in commit]
@@ -283,21 +300,20 @@ def test_a_backlog_goes_up_in_bounded_commits_in_name_order_and_resumes(tmp_path
 
 def test_a_spent_commit_budget_delays_scheduled_pushes_not_triggered_ones(tmp_path: Path) -> None:
     clock, client = FakeClock(), FakeClient()
-    committer, logdir = _committer(tmp_path, client, clock, every=1.0)
-    committer.max_commits_per_hour = 2
+    committer, logdir = _committer(tmp_path, client, clock, every=1.0, budget=2)
     client.repo_ready = True
     client.history = [100.0, 200.0]  # other machines' commits, read from the repo's history
-    committer.run_once()
+    committer.step()
     assert clock.waits == [60.0] and client.commits == []  # scheduled push held back: the budget is spent
     clock.waits.clear()
     client.history = []  # the hour of those commits is over
-    committer.run_once()
+    committer.step()
     assert clock.waits == [pytest.approx(3400.0)] and len(client.commits) == 1  # waited for the free slot
     client.history = [10.0, 20.0]
     _log(logdir, 1)
-    assert committer.trigger()  # a trigger is not held back
-    committer.run_once()
-    assert len(client.commits) == 2
+    asked = committer.trigger()  # a trigger is not held back
+    committer.step()
+    assert asked.result().oid == "commit2" and len(client.commits) == 2
 
 
 def test_a_429_widens_the_interval_and_successes_narrow_it_back(tmp_path: Path) -> None:
@@ -305,14 +321,112 @@ def test_a_429_widens_the_interval_and_successes_narrow_it_back(tmp_path: Path) 
     committer, logdir = _committer(tmp_path, client, clock, every=1.0,
                                    policy=RetryPolicy(attempts=1, base=1.0, cap=8.0))
     client.failures = [HubError(429, {"Retry-After": "5"})]
-    committer.run_once()
+    committer.step()
     clock.waits.clear()
-    committer.run_once()  # retried after Retry-After, succeeded
+    committer.step()  # retried after Retry-After, succeeded
     assert clock.waits == [8.0] and len(client.commits) == 1
     widened = []
     for _ in range(6):
         _log(logdir, 1)
         clock.waits.clear()
-        committer.run_once()
+        committer.step()
         widened.append(clock.waits[0])
     assert widened[0] > 60.0 and widened == sorted(widened, reverse=True) and widened[-1] < widened[0]
+
+
+def test_a_refused_run_costs_only_itself_and_is_not_sent_again(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient(refuse="tensorboard/crowded")
+    committer, good = _committer(tmp_path, client, clock)
+    crowded = tmp_path / "crowded"
+    _log(crowded, 2)
+    committer.join(Uploader(crowded, UploadSpec("me/run")))
+    future = committer.trigger()
+    committer.step()
+    error = future.exception()
+    assert isinstance(error, PushError) and "'tensorboard/crowded'" in error.reason and "max_file_size" in error.reason
+    assert isinstance(error.__cause__.__cause__, HubError)  # the Hub's own answer stays reachable
+    # The other run's files went up, alone, after the refused commit that held both.
+    assert client.calls == 3 and client.commits == [["tensorboard/run/events.out.tfevents.1700000000.host.1.000"]]
+    _log(good, 1)
+    _log(crowded, 1)
+    committer.trigger()
+    committer.step()
+    assert client.calls == 4 and len(client.commits) == 2  # the refused run is not sent again: one request
+    assert all(not path.startswith("tensorboard/crowded") for commit in client.commits for path in commit)
+
+
+def test_a_final_push_waits_for_the_budget_within_its_deadline(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock, every=1.0, budget=2)
+    client.repo_ready = True
+    client.history = [100.0, 200.0]
+    final = committer.trigger(deadline=clock() + 4000, kind="final")
+    committer.step()
+    assert client.commits == [] and not final.done()  # held back: the budget has no slot for 3400 s
+    client.history = []
+    committer.step()
+    assert clock.waits == [pytest.approx(3400.0)] and final.result().oid == "commit1"
+
+
+def test_a_final_push_the_budget_cannot_take_in_time_is_left_to_the_guardian(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    committer, _ = _committer(tmp_path, client, clock, every=1.0, budget=2)
+    client.repo_ready = True
+    client.history = [100.0, 200.0]
+    final = committer.trigger(deadline=clock() + 60, kind="final")
+    committer.step()
+    error = final.exception(timeout=0)
+    assert isinstance(error, PushError) and "budget" in error.reason and "guardian" in error.reason
+    assert client.commits == [] and error.sync_command.startswith("hf-summary sync")
+
+
+def test_once_pushes_again_after_each_failure_until_its_deadline(tmp_path: Path) -> None:
+    clock, client = FakeClock(), FakeClient()
+    policy = RetryPolicy(attempts=1, base=1.0, cap=8.0)
+    committer, _ = _committer(tmp_path, client, clock, policy=policy)
+    client.failures = [HubError(503) for _ in range(3)]
+    committer.deadline = clock() + 1000
+    info = committer.run(once=True)
+    assert info.oid == "commit1" and client.calls == 4
+    assert clock.waits == [policy.next_push_delay(n, float("inf")) for n in (1, 2, 3)] == [8.0, 16.0, 32.0]
+
+    _log(tmp_path / "run", 1)
+    client.failures = [HubError(503) for _ in range(3)]
+    committer.deadline = clock() + 20  # room for one more push only
+    with pytest.raises(PushError, match="HTTP 503"):
+        committer.run(once=True)
+    assert client.calls == 6 and len(client.commits) == 1
+
+
+def test_once_waits_for_the_budget_however_long_and_says_so(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+
+    class SpentClient(FakeClient):
+        def commit_ages(self, window: float) -> list[float]:
+            return [100.0, 200.0] if clock.now < 4000 else []  # a slot frees 3400 s from now
+
+    client = SpentClient()
+    committer, _ = _committer(tmp_path, client, clock, budget=2)
+    committer.deadline = clock() + 60  # the retry time left once a slot frees, not a limit on the wait for it
+    with caplog.at_level("INFO", logger="hf_summary.upload.schedule"):
+        info = committer.run(once=True)
+    assert info.oid == "commit1" and clock.now >= 4000
+    assert "budget of me/run is spent: pushing in 3400s" in caplog.text
+
+
+def test_hurry_pushes_a_waiting_one_off_push_whatever_the_budget(tmp_path: Path) -> None:
+    clock = FakeClock()
+    client = FakeClient(history=[100.0, 200.0])  # spent for the next hour
+    committer, _ = _committer(tmp_path, client, clock, budget=2)
+    committer.deadline = clock() + 60
+    waits = committer._wait
+
+    def sigterm_during_the_wait(event: threading.Event, timeout: float) -> bool:
+        if client.repo_ready and not client.commits:
+            committer.hurry(clock() + 25)  # what the guardian's SIGTERM handler does
+        return waits(event, min(timeout, 1.0))
+
+    committer._wait = sigterm_during_the_wait
+    assert committer.run(once=True).oid == "commit1"
+    assert clock.now - 1000 < 60  # it did not wait for the hour's slot

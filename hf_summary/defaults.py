@@ -26,3 +26,9 @@ QUEUE_SIZE = 10_000  # events waiting in memory before logging blocks
 # Small on purpose: the Hub replaces a file whole, so the file still growing is re-sent at each push. Closing it at
 # the first push past this size makes a commit send the new bytes plus at most this much again.
 MAX_FILE_SIZE = 1024 * 1024
+
+# With Xet (every user's client), the valid prefix of a file still growing goes up as bytes read into memory: Xet
+# takes paths and bytes, not file objects. Our own writer rolls its files before a push, so what it still appends to
+# is below `max_file_size`; a file another program grows without rolling is read into memory up to this size, and
+# past it goes up through the legacy LFS path, read in place.
+MAX_PREFIX_IN_MEMORY = 64 * 1024 * 1024

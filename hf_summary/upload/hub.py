@@ -263,8 +263,8 @@ class HubClient:
         return _AuthErrors(action, self._token, self._token_option)
 
 
-def quiet_operation(path_in_repo: str, path: str | io.BufferedIOBase) -> CommitOperationAdd:
-    """A `CommitOperationAdd` of a file (a path, or an open file) that uploads without drawing a progress bar.
+def quiet_operation(path_in_repo: str, path: str | bytes | io.BufferedIOBase) -> CommitOperationAdd:
+    """A `CommitOperationAdd` of a file (a path, its bytes, or an open file) that uploads without drawing a bar.
 
     huggingface_hub shows a bar for every file it uploads from a path, on stderr, whatever the terminal: in a training
     log, one per file and per push. Only this operation opts out; the user's own progress-bar settings are untouched.

@@ -147,8 +147,21 @@ class UploadPlanner:
         return result.valid_size
 
 
+def read_prefix(path: Path, size: int) -> bytes:
+    """The first `size` bytes of a file that may still grow: what Xet uploads of it (Xet takes paths and bytes only).
+
+    Raises:
+        OSError: the file is shorter than `size` (it was replaced or truncated since it was planned).
+    """
+    with open(path, "rb") as f:
+        data = f.read(size)
+    if len(data) != size:
+        raise OSError(f"{path} shrank while it was being uploaded")
+    return data
+
+
 class FilePrefix(io.BufferedIOBase):
-    """The first `size` bytes of a file that may still grow, read in place: no copy on disk.
+    """The first `size` bytes of a file that may still grow, read in place: no copy on disk (the legacy LFS path).
 
     The client hashes and sends exactly these bytes, however much the writer appends meanwhile. It holds no file
     descriptor between reads (a commit of hundreds of growing files must not reach the open-file limit), and has no

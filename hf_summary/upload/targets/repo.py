@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from ... import defaults
 from ..errors import http_status, root_cause
 from ..hub import quiet_operation
-from ..plan import FilePrefix
+from ..plan import FilePrefix, read_prefix
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd
@@ -70,6 +70,7 @@ class RepoTarget:
         self._clock = clock
         self._own_commits: list[float] = []  # clock() values of our commits: squashed ones leave the history
         self._pace = 1.0  # the interval's multiplier: widened by 429s, narrowed back slowly by successes
+        self._xet: bool | None = None  # whether huggingface_hub uploads through Xet here (asked once)
 
     def __repr__(self) -> str:
         return f"RepoTarget({self.client.repo.repo_id!r}, {self.client.repo.revision!r})"
@@ -93,8 +94,16 @@ class RepoTarget:
         return self.max_files_per_commit - (1 if self.client.card_pending else 0)  # the card rides in our first
 
     def operation(self, path_in_repo: str, file: PlannedFile) -> CommitOperationAdd:
-        source = str(file.local_path) if file.final else FilePrefix(file.local_path, file.size)
-        return quiet_operation(path_in_repo, source)
+        if file.final:
+            return quiet_operation(path_in_repo, str(file.local_path))
+        if self._xet is None:
+            from huggingface_hub.utils._runtime import is_xet_available  # what `_upload_files` asks
+
+            self._xet = is_xet_available()
+        if self._xet and file.size <= defaults.MAX_PREFIX_IN_MEMORY:
+            # One file object in a commit sends the whole commit through legacy LFS: the prefix goes as bytes.
+            return quiet_operation(path_in_repo, read_prefix(file.local_path, file.size))
+        return quiet_operation(path_in_repo, FilePrefix(file.local_path, file.size))
 
     def send(self, operations: list[CommitOperationAdd], message: str) -> CommitInfo:
         info = self.client.commit(operations, message)

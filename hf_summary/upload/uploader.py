@@ -46,6 +46,8 @@ class Uploader:
         self.logdir = logdir
         self.spec = spec
         self.path_in_repo = spec.folder_for(logdir)
+        self._target_key = target_key(spec.repo_type, spec.repo_id, spec.revision, self.path_in_repo)
+        self._key = (str(logdir.resolve()), self._target_key, self.path_in_repo)  # asked at every push
         allow = list(spec.allow_patterns) if spec.allow_patterns is not None else None
         self.planner = UploadPlanner(logdir, allow, default_ignore_patterns(spec.ignore_patterns))
         self.live = live
@@ -54,8 +56,7 @@ class Uploader:
         self._pending_operations: dict[str, tuple[PlannedFile, CommitOperationAdd]] = {}
 
     def state(self) -> UploadState:
-        s = self.spec
-        return UploadState(self.logdir, target_key(s.repo_type, s.repo_id, s.revision, self.path_in_repo))
+        return UploadState(self.logdir, self._target_key)
 
     def pending(self) -> list[PlannedFile]:
         """Files whose valid content is not on the Hub yet, according to the upload state."""
@@ -64,7 +65,7 @@ class Uploader:
     @property
     def key(self) -> tuple[str, str, str]:
         """The logdir and its destination: two uploaders with one key upload the same files under one lock."""
-        return str(self.logdir.resolve()), self.state().key, self.path_in_repo
+        return self._key
 
     def open_files(self) -> list[Path]:
         """The event files a writer of this process may still append to."""

@@ -22,7 +22,7 @@ from .upload.schedule import Schedule, open_schedule
 from .upload.spec import UploadSpec
 from .upload.state import STATE_DIR, UploadState, split_target_key
 from .upload.uploader import Uploader, default_ignore_patterns
-from .validation import REPO_TYPES, validate_token
+from .validation import TARGET_TYPES, split_handle, validate_token
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -102,10 +102,10 @@ def _squash(value: str) -> int:
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("logdir", type=Path, help="the folder the writer logged to")
-    parser.add_argument("repo_id", help="the repo, e.g. username/my-run")
+    parser.add_argument("repo_id", help="the repo, e.g. username/my-run, or a bucket: hf://buckets/username/logs")
     parser.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
                         help="repo folder; files land in <path-in-repo>/<logdir name>/ (default: %(default)s)")
-    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES,
+    parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=TARGET_TYPES,
                         help="the kind of repo (default: %(default)s)")
     parser.add_argument("--revision", default=defaults.REVISION, help="branch to push to (default: %(default)s)")
     parser.add_argument("--include", nargs="*", default=[defaults.ALLOW_PATTERNS], help="patterns of files to upload")
@@ -126,7 +126,9 @@ def _schedule(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *,
         raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
     try:
         validate_token(args.token, "--token")
-        spec = UploadSpec(args.repo_id, repo_type=args.repo_type, revision=args.revision,
+        asked_type = None if args.repo_type == defaults.REPO_TYPE else args.repo_type
+        repo_id, repo_type = split_handle(args.repo_id, asked_type)
+        spec = UploadSpec(repo_id, repo_type=repo_type or defaults.REPO_TYPE, revision=args.revision,
                           path_in_repo=args.path_in_repo, allow_patterns=args.include,
                           ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
     except ValueError as error:

@@ -9,6 +9,9 @@ REPO_TYPE = "model"
 REVISION = "main"
 
 COMMIT_EVERY = 5.0  # minutes between pushes
+# A bucket has no commits to budget: a push every few seconds, and only when something is new, keeps a curve live
+# within the Hub's per-user request quota (two requests a push).
+BUCKET_PUSH_EVERY = 2.0 / 60  # minutes
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for the final push
 HUB_TIMEOUT = 5.0  # seconds the constructor waits for the Hub before going on locally
 PUSH_TIMEOUT = 120.0  # seconds before a trigger()'s Future fails with PushError, even if the Hub never answers

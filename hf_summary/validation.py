@@ -7,6 +7,21 @@ import os
 from pathlib import PurePosixPath
 
 REPO_TYPES = ("model", "dataset", "space")
+TARGET_TYPES = (*REPO_TYPES, "bucket")  # a Storage Bucket is a destination too, though not a repo
+BUCKET_HANDLE = "hf://buckets/"  # how huggingface_hub (HfFileSystem) names a bucket
+
+
+def split_handle(repo_id: str, repo_type: str | None) -> tuple[str, str | None]:
+    """`hf://buckets/ns/name` as (`ns/name`, "bucket"); any other repo id as given.
+
+    Raises:
+        ValueError: a bucket handle with another repo type.
+    """
+    if isinstance(repo_id, str) and repo_id.startswith(BUCKET_HANDLE):
+        if repo_type not in (None, "bucket"):
+            raise ValueError(f"{repo_id!r} is a bucket, but repo_type={repo_type!r} was given: drop repo_type.")
+        return repo_id[len(BUCKET_HANDLE):].strip("/"), "bucket"
+    return repo_id, repo_type
 
 
 def validate_repo_id(repo_id: object) -> None:
@@ -22,8 +37,8 @@ def validate_repo_id(repo_id: object) -> None:
 
 
 def validate_repo_type(repo_type: object) -> None:
-    if repo_type not in REPO_TYPES:
-        raise ValueError(f"repo_type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}.")
+    if repo_type not in TARGET_TYPES:
+        raise ValueError(f"repo_type must be one of {', '.join(TARGET_TYPES)}, got {repo_type!r}.")
 
 
 def validate_path_in_repo(path_in_repo: object) -> None:
@@ -89,7 +104,8 @@ def validate_arguments(
         ValueError: the first bad argument, with what to pass instead.
     """
     validate_repo_id(repo_id)
-    if isinstance(commit_every, bool) or not isinstance(commit_every, numbers.Real) or not float(commit_every) > 0:
+    if commit_every is not None and (isinstance(commit_every, bool) or not isinstance(commit_every, numbers.Real)
+                                     or not float(commit_every) > 0):
         raise ValueError(f"commit_every must be a positive number of minutes (e.g. 5), got {commit_every!r}.")
     if repo_type is not None:
         validate_repo_type(repo_type)

@@ -24,13 +24,14 @@ from .upload.hub import is_offline
 from .upload.schedule import ScheduleMember, open_schedule
 from .upload.spec import UploadSpec
 from .upload.uploader import Uploader
-from .validation import validate_arguments
+from .validation import split_handle, validate_arguments
 
 logger = logging.getLogger(__name__)
 
 
 class HFSummaryWriter(LocalSummaryWriter):
-    """A `tensorboardX.SummaryWriter` that also commits its logdir to a Hub repo every `commit_every` minutes.
+    """A `tensorboardX.SummaryWriter` that also pushes its logdir to a Hub repo (or a Storage Bucket) every
+    `commit_every` minutes.
 
     Events are written locally first, by a background thread, and pushed by another. The training loop never waits
     for the Hub and never sees its errors: if the Hub cannot be reached, logging goes on locally and the repo is
@@ -39,10 +40,12 @@ class HFSummaryWriter(LocalSummaryWriter):
     Args:
         repo_id: the repo to push to, `namespace/name` (or `name`, for your own namespace).
         logdir: where event files are written; defaults to `runs/<date>_<host><comment>` like tensorboardX.
-        commit_every: minutes between pushes. Defaults to 5.
+        commit_every: minutes between pushes. Defaults to 5 for a repo, 2 seconds for a bucket (no commits there:
+            a push is a batch, made only when something is new).
         squash_history: True squashes the branch to a single commit after each push; an int N squashes it when it
             has more than N commits. Defaults to False.
-        repo_type: "model" (default), "dataset" or "space".
+        repo_type: "model" (default), "dataset", "space", or "bucket" for a Storage Bucket (live to the second, no
+            history; `repo_id="hf://buckets/me/logs"` says the same).
         repo_revision: the branch to push to; created if missing. Defaults to "main".
         repo_private: create the repo private. Ignored if the repo exists.
         path_in_repo: the repo folder for the logs; files land in `<path_in_repo>/<logdir name>/`.
@@ -85,7 +88,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         repo_id: str,
         *,
         logdir: str | None = None,
-        commit_every: int | float = defaults.COMMIT_EVERY,
+        commit_every: int | float | None = None,
         squash_history: bool | int = False,
         repo_type: str | None = None,
         repo_revision: str | None = None,
@@ -106,6 +109,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         **kwargs: Any,
     ) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
+        repo_id, repo_type = split_handle(repo_id, repo_type)
         validate_arguments(
             repo_id=repo_id, logdir=logdir, commit_every=commit_every, repo_type=repo_type,
             path_in_repo=path_in_repo, allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
@@ -119,6 +123,8 @@ class HFSummaryWriter(LocalSummaryWriter):
             allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns, squash=squash_history,
             private=repo_private,
         )
+        if commit_every is None:
+            commit_every = defaults.BUCKET_PUSH_EVERY if self.spec.repo_type == "bucket" else defaults.COMMIT_EVERY
         self._closing = False
         self.max_file_size = max_file_size
         self.close_timeout = close_timeout

@@ -448,3 +448,72 @@ def test_far_from_the_budget_the_history_is_read_once_a_minute(tmp_path: Path) -
         _log(logdir, 1)
         committer.step()
     assert len(client.commits) == 16 and client.history_reads == 10  # near the budget: read at every push
+
+
+@dataclass
+class FakeBucket:
+    """Stands in for a bucket target (`targets.Target`): takes files in batches, failing the paths in `refuse_once`
+    the first time they are sent, as a bucket's non-transactional batch does."""
+
+    refuse_once: set[str] = field(default_factory=set)
+    batches: list[list[str]] = field(default_factory=list)
+    name: str = "me/logs"
+    ready: bool = True
+
+    def web_url(self, path: str = "") -> str:
+        return f"https://hub/buckets/me/logs/{path}"
+
+    def connect(self) -> str:
+        return self.name
+
+    def room(self) -> int:
+        return 1000
+
+    def operation(self, path_in_repo: str, file: object) -> _Op:
+        return _Op(path_in_repo)
+
+    def send(self, operations: list, message: str) -> _Info:
+        from hf_summary.upload.errors import PartlySent
+
+        paths = [op.path_in_repo for op in operations]
+        failed, self.refuse_once = self.refuse_once & set(paths), self.refuse_once - set(paths)
+        self.batches.append([p for p in paths if p not in failed])
+        receipt = _Info(f"batch{len(self.batches)}")
+        if failed:
+            raise PartlySent(receipt, failed, HubError(422))
+        return receipt
+
+    def finish(self, squash: list) -> None:
+        pass
+
+    def holdback(self) -> float:
+        return 0.0
+
+    def paced(self, interval: float) -> float:
+        return interval
+
+    def settle(self, error: BaseException | None) -> None:
+        pass
+
+
+@dataclass
+class _Op:
+    path_in_repo: str
+
+    @property
+    def upload_info(self) -> object:
+        return type("Info", (), {"is_hashed": False})()
+
+
+def test_a_batch_taken_in_part_is_recorded_in_part_and_only_the_rest_sent_again(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        _log(tmp_path / name, 2)
+    bucket = FakeBucket(refuse_once={"tensorboard/b/events.out.tfevents.1700000000.host.1.000"})
+    clock = FakeClock()
+    pusher = Pusher(bucket, clock=clock, wait=clock.wait, retry=RetryPolicy(attempts=3, base=1.0, cap=8.0))
+    result = pusher.push([Uploader(tmp_path / name, UploadSpec("me/logs", repo_type="bucket")) for name in "ab"])
+    assert bucket.batches == [["tensorboard/a/events.out.tfevents.1700000000.host.1.000"],
+                              ["tensorboard/b/events.out.tfevents.1700000000.host.1.000"]]  # the retry: b only
+    assert result.files == 1 and len(clock.waits) == 1
+    assert pusher.push([Uploader(tmp_path / name, UploadSpec("me/logs", repo_type="bucket")) for name in "ab"]
+                       ).info is None  # both recorded: nothing to send

@@ -7,6 +7,7 @@ policy and the pusher share their errors without importing each other.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _SECRETS = re.compile(r"(Bearer\s+)[^\s'\",}]+|\bhf_[A-Za-z0-9]{8,}")
 
@@ -80,6 +81,21 @@ class PushError(Exception):
 
 class BudgetSpent(PushError):
     """A final push the commit budget could not take within its time limit: the guardian process pushes it later."""
+
+
+class PartlySent(ConnectionError):
+    """A request the destination took only in part (a bucket's batch is not transactional): the files it took are
+    recorded, the others stay pending and the push tries them again.
+
+    Attributes:
+        receipt: what the files it took are recorded as.
+        failed: the destination paths it did not take.
+    """
+
+    def __init__(self, receipt: Any, failed: set[str], cause: BaseException) -> None:
+        super().__init__(f"{len(failed)} file(s) were not taken: {describe(cause)}")
+        self.receipt = receipt
+        self.failed = failed
 
 
 class Refused(Exception):

@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CommitNotConfirmed, Refused, http_status
+from .errors import CommitNotConfirmed, PartlySent, Refused, http_status
 from .machine import MachineRegistry
 from .retry import RetryPolicy
 from .targets import Receipt, Target
@@ -198,8 +198,15 @@ class Pusher:
 
     def _send_chunk(self, chunk: list[tuple[Batch, int]], result: PushResult) -> None:
         size = sum(batch.planned[i].size for batch, i in chunk)
-        info = self.target.send([batch.operations[i] for batch, i in chunk],
-                                f"Upload TensorBoard logs: {len(chunk)} file(s), {size} bytes")
+        try:
+            info = self.target.send([batch.operations[i] for batch, i in chunk],
+                                    f"Upload TensorBoard logs: {len(chunk)} file(s), {size} bytes")
+        except PartlySent as partly:
+            # What the destination took is recorded; the rest stays pending, and the retry sends only that.
+            taken = [(b, i) for b, i in chunk if b.operations[i].path_in_repo not in partly.failed]
+            for batch in dict.fromkeys(batch for batch, _ in taken):
+                batch.record(partly.receipt.oid, [i for b, i in taken if b is batch])
+            raise
         for batch in dict.fromkeys(batch for batch, _ in chunk):
             batch.record(info.oid, [i for b, i in chunk if b is batch])
         result.info, result.files, result.size = info, result.files + len(chunk), result.size + size

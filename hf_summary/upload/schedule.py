@@ -450,7 +450,7 @@ def open_schedule(spec: UploadSpec, *, token: str | None = None, every: float = 
                   max_commits_per_hour: int | None = defaults.MAX_COMMITS_PER_HOUR, machine: bool = True,
                   retry: RetryPolicy | None = None, membership: threading.RLock | None = None,
                   wait: Wait | None = None) -> Schedule:
-    """The schedule of a spec's repo, as every front door builds it (its thread not started).
+    """The schedule of a spec's repo or bucket, as every front door builds it (its thread not started).
 
     Args:
         spec: the repo and branch (its folder and patterns belong to the members).
@@ -468,13 +468,17 @@ def open_schedule(spec: UploadSpec, *, token: str | None = None, every: float = 
     from huggingface_hub import constants
 
     from .hub import HubClient
-    from .targets import RepoTarget
+    from .targets import BucketTarget, RepoTarget, Target
 
-    client = HubClient(spec.repo(), token=token, batch_uploads=interactive, token_option=token_option)
+    target: Target
+    if spec.repo_type == "bucket":
+        target = BucketTarget(spec.repo_id, token=token, private=spec.private, token_option=token_option)
+    else:
+        client = HubClient(spec.repo(), token=token, batch_uploads=interactive, token_option=token_option)
+        target = RepoTarget(client, max_commits_per_hour=max_commits_per_hour)
     registry = MachineRegistry(f"{constants.ENDPOINT} {spec.repo_type} {spec.repo_id} {spec.revision}") \
         if machine and enabled else None
-    pusher = Pusher(RepoTarget(client, max_commits_per_hour=max_commits_per_hour), retry=retry, machine=registry,
-                    wait=wait)
+    pusher = Pusher(target, retry=retry, machine=registry, wait=wait)
     return Schedule(pusher, every=every, enabled=enabled, membership=membership)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import defaults
 from ..validation import (
+    BUCKET_HANDLE,
     validate_path_in_repo,
     validate_patterns,
     validate_repo_id,
@@ -72,6 +73,11 @@ class UploadSpec:
         validate_patterns("allow_patterns", self.allow_patterns)
         validate_patterns("ignore_patterns", self.ignore_patterns)
         validate_squash(self.squash)
+        if self.repo_type == "bucket" and self.squash:
+            raise ValueError("squash_history applies to a repo's history, and a bucket keeps none: drop it, or push "
+                             "to a repo.")
+        if self.repo_type == "bucket" and self.revision != defaults.REVISION:
+            raise ValueError(f"A bucket has no branches (revision {self.revision!r}): drop the revision.")
         # Lists are accepted, as huggingface_hub accepts them; stored as tuples so that the spec stays hashable.
         object.__setattr__(self, "allow_patterns", _as_tuple(self.allow_patterns))
         object.__setattr__(self, "ignore_patterns", _as_tuple(self.ignore_patterns) or ())
@@ -133,7 +139,7 @@ class UploadSpec:
         words: list[str] = []
         if self.path_in_repo != defaults.PATH_IN_REPO:
             words += ["--path-in-repo", self.path_in_repo or ""]
-        if self.repo_type != defaults.REPO_TYPE:
+        if self.repo_type != defaults.REPO_TYPE and self.repo_type != "bucket":
             words += ["--repo-type", self.repo_type]
         if self.revision != defaults.REVISION:
             words += ["--revision", self.revision]
@@ -151,4 +157,9 @@ class UploadSpec:
 
     def sync_command(self, logdir: str | os.PathLike[str]) -> str:
         """The shell command that uploads whatever of `logdir` is not on the Hub yet."""
-        return shlex.join(["hf-summary", "sync", str(logdir), self.repo_id, *self.cli_args()])
+        return shlex.join(["hf-summary", "sync", str(logdir), self.handle, *self.cli_args()])
+
+    @property
+    def handle(self) -> str:
+        """The destination as the command line takes it: the repo id, or `hf://buckets/ns/name`."""
+        return f"{BUCKET_HANDLE}{self.repo_id}" if self.repo_type == "bucket" else self.repo_id

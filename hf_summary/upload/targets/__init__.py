@@ -2,6 +2,7 @@
 policy, the schedule and the crash upload are shared."""
 
 from .base import Receipt, Target
+from .bucket import BucketTarget
 from .repo import RepoTarget
 
-__all__ = ["Receipt", "RepoTarget", "Target"]
+__all__ = ["BucketTarget", "Receipt", "RepoTarget", "Target"]

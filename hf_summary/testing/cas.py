@@ -23,6 +23,9 @@ client (hf_xet 1.8.0, driven by huggingface_hub 2.4.0) calls and expects, with w
   so the client never needs `multipart/byteranges`.
 - Fetch URLs: GET with the `Range` from `url_range`/`bytes`, answered 206 (`spec/download_protocol.md`); presigned,
   so they carry their own signature instead of the CAS token.
+- Buckets: the same CAS, with tokens from `GET /api/buckets/{id}/xet-{read|write}-token` (no revision: huggingface_hub
+  `utils/_xet.py` `xet_connection_info_refresh_url`); a bucket upload's shard carries no sha256 (the client passes
+  `sha256=SKIP_SHA256`, `hf_api.py` `_batch_bucket_files`), so the CAS computes it from the rebuilt content.
 - Telemetry: `POST /v1/telemetry` at the root of the CAS host, not under `casUrl`'s path (seen from hf_xet 1.8.0
   against this server): accepted and dropped, whatever its credentials.
 """
@@ -40,6 +43,7 @@ from email.message import Message
 from typing import Any, Protocol
 from urllib.parse import unquote, urlencode
 
+from .bucket_store import BUCKET_TYPE
 from .errors import BadRequest, HubError
 from .state import HubState
 from .storage import RepoKey
@@ -160,20 +164,38 @@ def _upload_xorb(handler: CasRequest, store: XetStore, xorb_hash: str) -> None:
 def _upload_shard(handler: CasRequest, store: XetStore, key: RepoKey) -> None:
     state = handler.state
     storage = state.storage
-    if storage.repo(key) is None:
+    bucket = key.repo_type == BUCKET_TYPE
+    if bucket:
+        if state.buckets is None or state.buckets.get(key.repo_id) is None:
+            raise HubError(404, "Bucket not found", "RepoNotFound")
+    elif storage.repo(key) is None:
         raise HubError(404, "Repository not found", "RepoNotFound")
     files = parse_shard(handler._body())
     for file in files:
-        if file.sha256 is None:
-            raise BadRequest(f"File {file.file_hash} has no sha256 in the shard")  # required for uploads (shard.md)
+        known = store.file(file.file_hash)
+        sha256 = file.sha256
+        if sha256 is None:
+            # Bucket uploads skip the sha256 (huggingface_hub `_batch_bucket_files`: `sha256=SKIP_SHA256`), so the
+            # shard has no metadata extension: we compute it, to keep plain bytes under it for GET downloads.
+            if not bucket:
+                raise BadRequest(f"File {file.file_hash} has no sha256 in the shard")  # required for uploads
+            sha256 = known.sha256 if known is not None and known.sha256 else _sha256_of(store, file)
         # The content is rebuilt now, once: its sha256 is checked and the plain bytes are ready for git downloads.
-        if store.file(file.file_hash) is None or not storage.has_blob(file.sha256):
-            storage.put_stream(store.iter_content(file.terms), expected_sha256=file.sha256, expected_size=file.size)
-            store.add_file(file, file.sha256)
-        # The commit that follows refers to the file by sha256, like an LFS object uploaded to this repository.
-        storage.add_lfs_object(key, file.sha256)
+        if known is None or not storage.has_blob(sha256):
+            storage.put_stream(store.iter_content(file.terms), expected_sha256=sha256, expected_size=file.size)
+            store.add_file(file, sha256)
+        if not bucket:
+            # The commit that follows refers to the file by sha256, like an LFS object uploaded to this repository.
+            storage.add_lfs_object(key, sha256)
     state.stats.add("xet_shards")
     handler._send_json(200, {"result": 1})
+
+
+def _sha256_of(store: XetStore, file: FileReconstruction) -> str:
+    digest = hashlib.sha256()
+    for content in store.iter_content(file.terms):
+        digest.update(content)
+    return digest.hexdigest()
 
 
 def _reconstruction(handler: CasRequest, store: XetStore, file_hash: str, *, v2: bool) -> None:

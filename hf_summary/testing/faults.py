@@ -115,6 +115,10 @@ class HubStats:
         rate_limited: Commits refused with 429 because the repository's commit quota (`commit_limit`) was used up.
             Injected "429" faults are counted in `faults_injected`, not here.
         limit_rejections: Commits refused for breaking `max_files_per_commit` (413) or `max_folder_entries` (400).
+        api_rate_limited: `/api/...` calls refused with 429 because the caller's API quota (`api_limit`) was used up.
+        bucket_batches: Storage Bucket batch requests applied (`POST /api/buckets/{id}/batch`), partial ones included.
+        bucket_operations: Operations (addFile, copyFile, deleteFile) in those batches, failed ones included.
+        bucket_failed_operations: Those operations reported back in the batch's `failed` list.
         per_path_uploads: For each path in a repository, how many commits wrote it.
     """
 
@@ -130,6 +134,10 @@ class HubStats:
     faults_injected: int = 0
     rate_limited: int = 0
     limit_rejections: int = 0
+    api_rate_limited: int = 0
+    bucket_batches: int = 0
+    bucket_operations: int = 0
+    bucket_failed_operations: int = 0
     per_path_uploads: dict[str, int] = field(default_factory=dict)
 
 
@@ -168,6 +176,10 @@ class StatsRecorder:
                 faults_injected=self._counters["faults_injected"],
                 rate_limited=self._counters["rate_limited"],
                 limit_rejections=self._counters["limit_rejections"],
+                api_rate_limited=self._counters["api_rate_limited"],
+                bucket_batches=self._counters["bucket_batches"],
+                bucket_operations=self._counters["bucket_operations"],
+                bucket_failed_operations=self._counters["bucket_failed_operations"],
                 per_path_uploads=dict(self._per_path),
             )
 

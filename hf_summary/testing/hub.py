@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .auth import TokenRegistry
+from .bucket_store import BucketStore
 from .errors import HubError
 from .faults import DEFAULT_FAULT_KINDS, FaultInjector, HubStats, StatsRecorder
 from .limits import CommitLimiter, HubLimits
@@ -34,6 +35,8 @@ class LocalHub:
     Like the Hub, it speaks Xet: Xet tokens, a CAS (xorbs, shards, reconstructions) under `/xet-cas` on the same
     port, and Xet headers and hashes for files uploaded through it, so the real `hf_xet` client uploads and
     downloads through it. Legacy LFS uploads are accepted too, and every file downloads as plain bytes as well.
+    With Xet on, it also has the Hub's Storage Buckets (`hf://buckets/...`: create, batch, tree, paths-info,
+    downloads, the live change feed; see `buckets.py`), kept under `root` like repositories.
 
     Args:
         root: Folder holding repositories and blobs. A server started again on the same folder sees the same
@@ -91,6 +94,7 @@ class LocalHub:
             stats=StatsRecorder(),
             signing_key=_signing_key(self._root),
             xet=XetStore(self._root / "xet") if self._xet else None,
+            buckets=BucketStore(self._root),
             limiter=CommitLimiter(
                 HubLimits(
                     commit_limit=commit_limit,
@@ -129,6 +133,7 @@ class LocalHub:
                 self._state.storage = Storage(self._root)
                 self._state.signing_key = _signing_key(self._root)
                 self._state.xet = XetStore(self._root / "xet") if self._xet else None
+                self._state.buckets = BucketStore(self._root)
             self._listen()
             self._started = True
             return self
@@ -282,8 +287,10 @@ class LocalHub:
         commit_limit: tuple[int, float] | None = None,
         max_files_per_commit: int | None = None,
         max_folder_entries: int | None = None,
+        api_limit: tuple[int, float] | None = None,
     ) -> None:
-        """Enforce (or, with no arguments, stop enforcing) the Hub's limits on commits. Replaces all three settings.
+        """Enforce (or, with no arguments, stop enforcing) the Hub's limits on commits and API calls. Replaces all
+        four settings.
 
         Args:
             commit_limit: `(count, window_seconds)`: a repository accepts at most `count` commits in any sliding
@@ -302,6 +309,15 @@ class LocalHub:
                 a commit making a folder bigger than that is refused with 400 and the Hub's message ("Your push was
                 rejected because it contains too many files per directory. ..."). The Hub refuses more than
                 `HUB_MAX_FOLDER_ENTRIES` (10 000). None: no limit.
+            api_limit: `(quota, window_seconds)`: the Hub's per-user "api" rate limit (Hub docs, rate-limits: fixed
+                5-minute windows, `HUB_API_LIMIT` = 1 000 calls for a free user). Every `/api/...` call counts
+                (commits and bucket batches included; downloads at `/resolve/` and the Xet CAS do not), per user
+                (anonymous calls per address), in fixed windows that open with a caller's first call; every answer
+                to an `/api/...` call then carries `RateLimit: "api";r=<remaining>;t=<seconds to reset>` and
+                `RateLimit-Policy: "fixed window";"api";q=<quota>;w=<window>` (a commit's `commit_limit` headers
+                replace them on the commit's answer). Past the quota: 429 with `r=0`, the same `t` in
+                `Retry-After`, counted in `stats.api_rate_limited`. Each call of `set_limits` starts new windows.
+                None: no limit, no headers.
 
         Raises:
             ValueError: a count below 1, or a window that is not a positive number of seconds.
@@ -311,6 +327,7 @@ class LocalHub:
                 commit_limit=commit_limit,
                 max_files_per_commit=max_files_per_commit,
                 max_folder_entries=max_folder_entries,
+                api_limit=api_limit,
             )
         )
 
@@ -352,6 +369,19 @@ class LocalHub:
         if repo is None:
             raise KeyError(f"{repo_type} repository {repo_id!r} does not exist")
         return repo.private
+
+    def bucket_files(self, bucket_id: str) -> dict[str, bytes]:
+        """Every file of a Storage Bucket, with its content.
+
+        Raises:
+            KeyError: the bucket does not exist.
+        """
+        buckets = self._state.buckets
+        bucket = buckets.get(bucket_id) if buckets is not None else None
+        if bucket is None:
+            raise KeyError(f"bucket {bucket_id!r} does not exist")
+        storage = self._state.storage
+        return {path: storage.read_blob(obj.sha256) for path, obj in bucket.files.items()}
 
     def repo_files(self, repo_id: str, *, repo_type: str = "model", revision: str = DEFAULT_BRANCH) -> dict[str, bytes]:
         """Every file of the repository at a revision (branch, tag or commit id), with its content.

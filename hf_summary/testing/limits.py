@@ -12,6 +12,14 @@ What the real Hub answers (and where that is known from):
   Large (huggingface_hub#918, #1085), the only "too big" answer the commit endpoint is known to have given.
 - Entries per folder: 10 000 (hub-docs, storage-limits.md); a commit going above is refused with HTTP 400 and
   "Your push was rejected because it contains too many files per directory. ..." (huggingface/datasets#7956).
+- Per-user API rate limit (Hub docs, https://huggingface.co/docs/hub/rate-limits): requests are counted per user in
+  fixed 5-minute windows, in three buckets; "Hub APIs" (every `/api/...` endpoint, commits and bucket batches
+  included) allows 1 000 requests per window to a free user, 2 500 to a PRO user. Every answer carries
+  `RateLimit: "api";r=<remaining>;t=<seconds until the reset>` and `RateLimit-Policy: "fixed window";"api";q=<quota>;
+  w=300`; past the quota the answer is 429. huggingface_hub parses exactly this syntax
+  (`utils/_http.py` `parse_ratelimit_headers`, regexes `_RATELIMIT_REGEX`, `_RATELIMIT_POLICY_REGEX`), reports a 429
+  whose `r` is 0 as "you have reached your 'api' rate limit" (`hf_raise_for_status`) and, in `http_backoff`, sleeps
+  `t` + 1 seconds before retrying such a 429.
 """
 
 from __future__ import annotations
@@ -31,10 +39,13 @@ from .storage import FileEntry, RepoKey
 HUB_COMMIT_LIMIT: tuple[int, float] = (128, 3600.0)
 HUB_MAX_FOLDER_ENTRIES = 10_000
 HUB_RECOMMENDED_FILES_PER_COMMIT = 100
+HUB_API_LIMIT: tuple[int, float] = (1000, 300.0)  # a free user's "api" quota (Hub docs, rate-limits)
 
 COMMIT_QUOTA_MESSAGE = "You have exceeded our hourly quotas for action: commit. We invite you to retry later."
 # Name of the quota in the RateLimit headers; huggingface_hub shows it as "you have reached your 'commit' rate limit".
 RATELIMIT_RESOURCE = "commit"
+API_RATELIMIT_RESOURCE = "api"
+API_QUOTA_MESSAGE = "You have exceeded our rate limit for API requests ('api')."
 
 
 class LimitExceeded(HubError):
@@ -43,6 +54,10 @@ class LimitExceeded(HubError):
 
 class CommitRateLimited(LimitExceeded):
     """The repository's commit quota is used up (HTTP 429)."""
+
+
+class ApiRateLimited(HubError):
+    """The caller's API quota for the current window is used up (HTTP 429, counted in `HubStats.api_rate_limited`)."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +71,16 @@ class HubLimits:
     commit_limit: tuple[int, float] | None = None
     max_files_per_commit: int | None = None
     max_folder_entries: int | None = None
+    api_limit: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.commit_limit is not None:
-            count, window = self.commit_limit
-            if int(count) != count or count < 1 or not window > 0 or math.isinf(window):
-                raise ValueError(f"commit_limit must be (count >= 1, window > 0 seconds), got {self.commit_limit}")
-            object.__setattr__(self, "commit_limit", (int(count), float(window)))
+        for name in ("commit_limit", "api_limit"):
+            limit = getattr(self, name)
+            if limit is not None:
+                count, window = limit
+                if int(count) != count or count < 1 or not window > 0 or math.isinf(window):
+                    raise ValueError(f"{name} must be (count >= 1, window > 0 seconds), got {limit}")
+                object.__setattr__(self, name, (int(count), float(window)))
         for name in ("max_files_per_commit", "max_folder_entries"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
@@ -85,10 +103,12 @@ class CommitSlot:
 
 
 class CommitLimiter:
-    """Counts commits per repository and enforces `HubLimits.commit_limit` over a sliding window. Thread-safe.
+    """Counts commits per repository and enforces `HubLimits.commit_limit` over a sliding window; counts API calls per
+    caller and enforces `HubLimits.api_limit` over fixed windows. Thread-safe.
 
     Every commit made through the commit endpoint is recorded, limit or not, so that a limit set at runtime counts the
-    commits made just before, and so that tests can read when each commit happened (`commit_times`).
+    commits made just before, and so that tests can read when each commit happened (`commit_times`). API calls are
+    only counted while an API limit is set; `configure` starts every caller's window afresh.
     """
 
     def __init__(self, limits: HubLimits | None = None) -> None:
@@ -97,6 +117,8 @@ class CommitLimiter:
         # Per repository, in acceptance order: monotonic stamps (for the window) and wall-clock times (for reports).
         self._stamps: dict[RepoKey, list[float]] = {}
         self._times: dict[RepoKey, list[float]] = {}
+        # Per caller: (monotonic start of its current window, calls counted in it).
+        self._api_windows: dict[str, tuple[float, int]] = {}
 
     @property
     def limits(self) -> HubLimits:
@@ -104,9 +126,40 @@ class CommitLimiter:
         return self._limits
 
     def configure(self, limits: HubLimits) -> None:
-        """Replace the limits; commits already recorded keep counting against the new window."""
+        """Replace the limits; commits already recorded keep counting against the new window, API windows restart."""
         with self._lock:
             self._limits = limits
+            self._api_windows.clear()
+
+    def take_api_call(self, caller: str) -> dict[str, str]:
+        """Count one `/api/...` call of `caller` (a user name, or an address for anonymous calls).
+
+        Windows are fixed, per caller, as on the Hub: a caller's window opens with its first call and its quota comes
+        back whole when the window ends (`t` counts down to that instant).
+
+        Returns:
+            The `RateLimit` / `RateLimit-Policy` headers of the answer; empty when no API limit is set.
+
+        Raises:
+            ApiRateLimited: the quota of the current window is used up; the error carries the same headers (`r=0`)
+                and `Retry-After`.
+        """
+        with self._lock:
+            limit = self._limits.api_limit
+            if limit is None:
+                return {}
+            quota, window = limit
+            now = time.monotonic()
+            start, used = self._api_windows.get(caller, (now, 0))
+            if now >= start + window:
+                start, used = now, 0
+            reset = max(1, math.ceil(start + window - now))
+            if used >= quota:
+                self._api_windows[caller] = (start, used)
+                headers = {"Retry-After": str(reset), **_api_headers(0, reset, quota, window)}
+                raise ApiRateLimited(429, f"{API_QUOTA_MESSAGE} Retry after {reset} seconds.", headers=headers)
+            self._api_windows[caller] = (start, used + 1)
+            return _api_headers(quota - used - 1, reset, quota, window)
 
     def acquire(self, key: RepoKey) -> CommitSlot:
         """Take a slot in the repository's window for a commit about to be created.
@@ -162,6 +215,14 @@ def _ratelimit_headers(remaining: int, reset: int, count: int, window: float) ->
     return {
         "RateLimit": f'"{RATELIMIT_RESOURCE}";r={remaining};t={reset}',
         "RateLimit-Policy": f'"sliding window";"{RATELIMIT_RESOURCE}";q={count};w={math.ceil(window)}',
+    }
+
+
+def _api_headers(remaining: int, reset: int, quota: int, window: float) -> dict[str, str]:
+    """The Hub's "api" headers (hub-docs, rate-limits.md), in the form `parse_ratelimit_headers` reads."""
+    return {
+        "RateLimit": f'"{API_RATELIMIT_RESOURCE}";r={remaining};t={reset}',
+        "RateLimit-Policy": f'"fixed window";"{API_RATELIMIT_RESOURCE}";q={quota};w={math.ceil(window)}',
     }
 
 

@@ -24,10 +24,10 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from . import cas
+from . import buckets, cas
 from .auth import Identity, authenticate, require_namespace_write, require_read, require_write
 from .errors import BadRequest, EntryNotFound, HubError
-from .limits import CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
+from .limits import ApiRateLimited, CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
 from .rules import REGULAR_FILE_MAX_SIZE, is_gitignored, lfs_pointer, upload_mode
 from .state import HubState
 from .storage import DEFAULT_BRANCH, AddFile, Commit, DeletePath, FileEntry, Operation, RepoKey, make_entry
@@ -55,6 +55,7 @@ class HubHTTPServer(ThreadingHTTPServer):
         self.state = state
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.closing = threading.Event()  # set when the server closes: long-lived streams (bucket feeds) end
         super().__init__(address, HubRequestHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -71,6 +72,9 @@ class HubHTTPServer(ThreadingHTTPServer):
 
     def close_connections(self) -> None:
         """Cut every open connection, including idle keep-alive ones held in clients' pools."""
+        self.closing.set()
+        if self.state.buckets is not None:
+            self.state.buckets.wake_all()
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -113,11 +117,17 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         """The Hub state shared by all connections."""
         return self.server.state
 
+    @property
+    def closing(self) -> threading.Event:
+        """Set when the server is closing (`pause`, `stop`): a response streaming for long must end."""
+        return self.server.closing
+
     def _handle(self) -> None:
         self._start_body()
         self._lose_response = False
         self._responded = False
         self._identity: Identity | None = None
+        self._ratelimit: dict[str, str] = {}  # RateLimit headers of every answer to an /api/ call (api_limit)
         state = self.state
         state.stats.add("requests")
         try:
@@ -134,6 +144,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             try:
                 if state.xet is None or not cas.is_cas_path(self.path):  # the CAS takes Xet tokens, not these
                     self._identity = authenticate(state.tokens, self.headers.get("Authorization"))
+                if self.path.startswith("/api/"):
+                    self._take_api_call()
                 self._route()
             except HubError as err:
                 self._send_error(err)
@@ -145,6 +157,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True  # the response is half written: only closing can signal the failure
             else:
                 self._send_error(HubError(500, "Internal Error"))
+
+    def _take_api_call(self) -> None:
+        """Count the call against its caller's API quota (`LocalHub.set_limits(api_limit=...)`; see limits.py)."""
+        identity = self._identity
+        caller = identity.user if identity is not None else f"anonymous@{self.client_address[0]}"
+        try:
+            self._ratelimit = self.state.limiter.take_api_call(caller)
+        except ApiRateLimited:
+            self.state.stats.add("api_rate_limited")
+            raise
 
     def _inject(self, fault: str, retry_after: int) -> None:
         if fault == "hang":
@@ -246,14 +268,39 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
+        self._send_common_headers(headers)
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+        return True
+
+    def _send_common_headers(self, headers: dict[str, str] | None) -> None:
         request_id = self.headers.get("X-Amzn-Trace-Id")
         if request_id:
             self.send_header("X-Request-Id", request_id)
-        for name, value in (headers or {}).items():
+        # The API quota's headers first: a commit's own quota headers (commit_limit) take their place.
+        for name, value in {**self._ratelimit, **(headers or {})}.items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD" and body:
-            self.wfile.write(body)
+
+    def _start_stream(self, status: int, content_type: str, headers: dict[str, str]) -> bool:
+        """Send status and headers of a response of unknown length (server-sent events): the body is written by the
+        caller until it ends the stream, and the connection is closed after it.
+
+        Returns:
+            False if the response was withheld (an injected "drop_after" fault); the caller must not write more.
+        """
+        self._drain_body()
+        if self._lose_response:
+            self.state.stats.add("faults_injected")
+            self.close_connection = True
+            return False
+        self._responded = True
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Connection", "close")
+        self._send_common_headers(headers)
+        self.wfile.flush()
         return True
 
     def _send_json(self, status: int, data: Any, *, headers: dict[str, str] | None = None) -> None:
@@ -300,6 +347,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 self._lfs_verify(key)
             else:
                 raise HubError(404, "Not Found")
+        elif method in ("GET", "HEAD") and len(segments) > 4 and segments[0] == "buckets" and segments[3] == "resolve":
+            buckets.resolve(self, f"{segments[1]}/{segments[2]}", "/".join(segments[4:]))
         elif method in ("GET", "HEAD") and (resolve := _split_resolve_path(segments)) is not None:
             key, revision, path = resolve
             self._resolve(key, revision, path)
@@ -320,6 +369,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             case "POST", ["validate-yaml"]:
                 # Called before any commit touching README.md; metadata is not validated here.
                 self._send_json(200, {"errors": [], "warnings": []})
+            case _, ["buckets", *rest]:
+                buckets.route_api(self, method, rest)
             case _, [plural, namespace, name, *rest] if plural in _PLURAL_TYPES:
                 self._route_repo(method, RepoKey.parse(_PLURAL_TYPES[plural], f"{namespace}/{name}"), rest)
             case _:
@@ -872,19 +923,24 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             # parse_xet_file_data_from_response), asking the linked URL for a read token. GET still serves the bytes.
             token_url = f"{self.state.endpoint}/api/{key.repo_type}s/{key.repo_id}/xet-read-token/{commit.id}"
             headers.update({"X-Xet-Hash": xet_hash, "Link": f'<{token_url}>; rel="xet-auth"'})
-        start, length, status = 0, entry.size, 200
-        byte_range = _parse_range(self.headers.get("Range"), entry.size)
+        self._send_content(entry.sha256, entry.size, headers)
+
+    def _send_content(self, sha256: str, size: int, headers: dict[str, str]) -> None:
+        """Answer a download with the stored blob: the whole of it, or the single range asked (206); HEAD: headers."""
+        start, length, status = 0, size, 200
+        byte_range = _parse_range(self.headers.get("Range"), size)
         if byte_range == "unsatisfiable":
-            raise HubError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{entry.size}"})
+            raise HubError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
+        headers = dict(headers)
         if isinstance(byte_range, tuple):
             start, length = byte_range
             status = 206
-            headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{entry.size}"
+            headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
         if not self._send(status, content_type="application/octet-stream", headers=headers, content_length=length):
             return
         if self.command == "HEAD":
             return
-        with storage.blob_path(entry.sha256).open("rb") as blob:
+        with self.state.storage.blob_path(sha256).open("rb") as blob:
             blob.seek(start)
             remaining = length
             while remaining > 0:

@@ -7,6 +7,7 @@ import hmac
 from dataclasses import dataclass, field
 
 from .auth import TokenRegistry
+from .bucket_store import BucketStore
 from .faults import FaultInjector, StatsRecorder
 from .limits import CommitLimiter
 from .storage import FileEntry, RepoKey, Storage
@@ -26,6 +27,7 @@ class HubState:
     endpoint: str = ""
     fake_commits: int = 0  # commits still to answer "200, committed" without committing anything (a lying server)
     xet: XetStore | None = None  # None: Xet is off (no tokens, no CAS, no Xet headers), as with HF_HUB_DISABLE_XET
+    buckets: BucketStore | None = None  # Storage Buckets; None only for a state built without them
 
     def xet_hash(self, entry: FileEntry) -> str | None:
         """The Xet hash of a file uploaded through Xet, None for other files or when Xet is off."""

@@ -1,14 +1,37 @@
-"""Reading runs back the way TensorBoard does: files downloaded from the Hub, parsed by tensorboard itself."""
+"""Reading runs back the way TensorBoard does: files downloaded from the Hub, parsed by tensorboard itself; and the
+one way tests wait for a condition that has no event or Future of its own to wait on."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from hf_summary.testing import LocalHub
 
 SIZE_GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}  # 0: keep every event
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call `predicate` until it returns something truthy, and return that; fail the test after `timeout` seconds.
+
+    For conditions that only polling can see (a server's state, a file, another process's table); where an event, a
+    pipe or a Future exists, wait on that instead. `timeout` is a bound for a machine under load, never a measure:
+    make it generous. The failure names `what` and the predicate's last result.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last result: {result!r:.300})")
+        time.sleep(interval)
 
 
 def download_run(hub: LocalHub, repo_id: str, folder: str, dest: Path, repo_type: str = "model") -> Path:

@@ -26,7 +26,7 @@ pytest.importorskip("ipykernel")
 
 from hf_summary.testing import LocalHub  # noqa: E402
 
-from .helpers import download_run, scalars  # noqa: E402
+from .helpers import download_run, scalars, wait_until  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebook.ipynb"
 KERNEL_NAME = "hf-summary-test-venv"  # a name no user kernelspec has
@@ -138,18 +138,6 @@ def kernel(jupyter: str, tmp_path: Path) -> Iterator[Kernel]:
 
 def text(outputs: list[Any], name: str = "stdout") -> str:
     return "".join(o.text for o in outputs if o.output_type == "stream" and o.name == name)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds saying `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(every)
 
 
 def hub_scalars(hub: LocalHub, repo_id: str, folder: str, tag: str, dest: Path) -> list[tuple[int, float]]:
@@ -321,16 +309,17 @@ def test_restarting_the_kernel_without_close_loses_nothing(jupyter: str, hub: Lo
         """)
         # On disk before the restart (the writer thread writes every second): "nothing lost" is about what is on
         # disk; what is still in memory when a process is killed is lost with it.
-        wait_for(lambda: local_steps(logdir, "loss") == list(range(50)), timeout=30,
-                 what="the 50 events written to disk")
+        wait_until(lambda: local_steps(logdir, "loss") == list(range(50)), timeout=30,
+                   what="the 50 events written to disk")
         assert hub_steps(hub, repo_id, "tensorboard/forgotten", "loss", tmp_path / "before") is None
         kernel.km.restart_kernel(now=now)
-        steps = wait_for(lambda: hub_steps(hub, repo_id, "tensorboard/forgotten", "loss", tmp_path / "download"),
-                         timeout=60, what="the run pushed after the kernel restart")
+        steps = wait_until(lambda: hub_steps(hub, repo_id, "tensorboard/forgotten", "loss", tmp_path / "download"),
+                           timeout=60, what="the run pushed after the kernel restart")
         assert steps == list(range(50))
         log = logdir / ".hf_summary" / "guardian.log"
         if now:
-            wait_for(lambda: log.exists() and "Pushed" in log.read_text(), 30, "guardian.log saying it pushed")
+            wait_until(lambda: log.exists() and "Pushed" in log.read_text(), timeout=30,
+                       what="guardian.log saying it pushed")
         else:
             assert not log.exists() or "Pushed" not in log.read_text()  # the exit hook pushed, not the guardian
         kernel.kc.wait_for_ready(timeout=STARTUP)

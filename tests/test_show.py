@@ -19,6 +19,8 @@ import pytest
 from hf_summary import HFSummaryWriter
 from hf_summary.testing import LocalHub
 
+from .helpers import wait_until
+
 DEADLINE = 30.0  # seconds for TensorBoard to start and load the runs
 
 
@@ -68,10 +70,8 @@ def _get_json(url: str) -> object:
 
 def _wait_for_run(url: str, run: str) -> None:
     """TensorBoard loads runs in the background after it starts serving: poll its run list."""
-    deadline = time.monotonic() + DEADLINE
-    while run not in _get_json(url + "data/runs"):
-        assert time.monotonic() < deadline, f"TensorBoard never listed {run!r}: {_get_json(url + 'data/runs')}"
-        time.sleep(0.1)
+    wait_until(lambda: run in _get_json(url + "data/runs"), timeout=DEADLINE, what=f"TensorBoard listing {run!r}",
+               interval=0.1)
 
 
 def _scalars(url: str, run: str, tag: str) -> list[tuple[int, float]]:

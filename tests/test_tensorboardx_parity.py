@@ -46,6 +46,8 @@ from tensorboardX.proto.event_pb2 import Event
 
 from hf_summary import LocalSummaryWriter
 
+from .helpers import wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -404,16 +406,6 @@ def test_events_from_forked_child(tmp_path: Path) -> None:
 # Public-API versions of the suite's tests that reach into tensorboardX's internals ------------------------------------
 
 
-def _wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s")
-
-
 def _scalar_values(logdir: Path, tag: str) -> list[tuple[int, float, float]]:
     out = []
     for path in sorted(glob.glob(str(logdir / "*.tfevents.*"))):
@@ -432,7 +424,8 @@ def test_public_data_on_disk_without_flush(tmp_path: Path) -> None:
     try:
         for i in range(5):
             writer.add_scalar("a", float(i), i)
-        values = _wait_for(lambda: len(_scalar_values(tmp_path, "a")) == 5 and _scalar_values(tmp_path, "a"))
+        values = wait_until(lambda: len(_scalar_values(tmp_path, "a")) == 5 and _scalar_values(tmp_path, "a"),
+                            timeout=30, what="the five scalars on disk without flush()")
         assert [(s, v) for s, _, v in values] == [(i, float(i)) for i in range(5)]
     finally:
         writer.close()

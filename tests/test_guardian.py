@@ -8,26 +8,25 @@ zombie as "exited". While the training process lives, it reaps the guardian itse
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from hf_summary import HFSummaryWriter, UploadSpec
+from hf_summary import HFSummaryWriter, LocalSummaryWriter, UploadSpec
 from hf_summary.events.records import scan_records
 from hf_summary.testing import LocalHub
 from hf_summary.upload import guardian
 from hf_summary.upload.uploader import Uploader
 
-from .helpers import accumulate, download_run
+from .helpers import accumulate, download_run, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the guardian needs POSIX processes")
 
@@ -121,15 +120,6 @@ def training(repo_id: str, logdir: Path, tmp_path: Path) -> Iterator[Callable[[s
         run.stop()
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until `condition()` held; fails the test after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, f"not within {timeout:.0f} s: {what}"
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def _disk_is_on_hub(hub: LocalHub, repo_id: str, logdir: Path) -> bool:
     """Whether every event file holds on the Hub exactly its complete records on disk (no more, none twice)."""
     files = hub.repo_files(repo_id)
@@ -155,7 +145,8 @@ def _check_run_complete(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Pat
     """Check the run read back from the Hub; return its number of steps."""
     log_file = logdir / ".hf_summary" / guardian.LOG_NAME
     # The commit is visible before the guardian has confirmed it on the branch, recorded it and said so.
-    _wait_for(lambda: log_file.exists() and "Pushed" in log_file.read_text(), 60, "the guardian's push recorded")
+    wait_until(lambda: log_file.exists() and "Pushed" in log_file.read_text(),
+               timeout=60, what="the guardian's push recorded")
     acc = accumulate(download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl"))
     steps = [e.step for e in acc.Scalars("loss")]
     assert steps == list(range(len(steps))) and len(steps) >= 2000  # every step once, in order
@@ -178,9 +169,10 @@ def test_a_dead_training_process_is_pushed_by_its_guardian(hub: LocalHub, repo_i
         run.proc.send_signal(signal.SIGKILL)
     expected = {"kill": -signal.SIGKILL, "segv": -signal.SIGSEGV, "exit": 1}[end]
     assert run.proc.wait(timeout=30) == expected
-    _wait_for(lambda: _disk_is_on_hub(hub, repo_id, logdir), 60, "the records on disk at the death on the Hub")
+    wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir),
+               timeout=60, what="the records on disk at the death on the Hub")
     _check_run_complete(hub, repo_id, logdir, tmp_path)
-    _wait_for(lambda: _exited(run.guardian_pid), 30, "the guardian exits after its push")
+    wait_until(lambda: _exited(run.guardian_pid), timeout=30, what="the guardian exits after its push")
 
 
 def test_a_forked_child_exiting_does_not_end_the_watch(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
@@ -190,7 +182,8 @@ def test_a_forked_child_exiting_does_not_end_the_watch(hub: LocalHub, repo_id: s
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(timeout=30)
     # Steps logged after the child exited are there: the guardian still watched, and had not pushed early.
-    _wait_for(lambda: _disk_is_on_hub(hub, repo_id, logdir), 60, "the records on disk at the death on the Hub")
+    wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir),
+               timeout=60, what="the records on disk at the death on the Hub")
     assert _check_run_complete(hub, repo_id, logdir, tmp_path) == 3000
 
 
@@ -200,7 +193,8 @@ def test_the_parent_dying_while_a_forked_child_lives_is_pushed(hub: LocalHub, re
     run = training("fork-lives")
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(timeout=30)
-    _wait_for(lambda: _disk_is_on_hub(hub, repo_id, logdir), 60, "the records on disk at the death on the Hub")
+    wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir),
+               timeout=60, what="the records on disk at the death on the Hub")
     assert not _exited(run.forked_pid)  # the forked child does not hold the guardian's socket open
     _check_run_complete(hub, repo_id, logdir, tmp_path)
 
@@ -209,10 +203,10 @@ def test_sigterm_to_the_guardian_pushes_at_once(hub: LocalHub, repo_id: str, log
                                                 training: Callable[[str], _Training]) -> None:
     run = training("wait")
     os.kill(run.guardian_pid, signal.SIGTERM)
-    seconds = _wait_for(lambda: _disk_is_on_hub(hub, repo_id, logdir), 60, "the push made on SIGTERM")
-    assert seconds < guardian.SIGTERM_GRACE
+    # The training process lives (it waits on its stdin): the push it does not see is SIGTERM's.
+    wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir), timeout=60, what="the push made on SIGTERM")
     # The training process lives on, and reaps its guardian: gone, not a zombie.
-    _wait_for(lambda: not psutil.pid_exists(run.guardian_pid), 30, "the guardian exits and is reaped")
+    wait_until(lambda: not psutil.pid_exists(run.guardian_pid), timeout=30, what="the guardian exits and is reaped")
     assert run.proc.poll() is None
     assert "received SIGTERM" in (logdir / ".hf_summary" / guardian.LOG_NAME).read_text()
     assert run.proc.stdin is not None
@@ -239,8 +233,9 @@ def test_a_push_that_cannot_finish_leaves_the_sync_command(hub: LocalHub, repo_i
     out = subprocess.run([sys.executable, "-c", _UNFINISHED, repo_id, str(logdir)], capture_output=True, text=True,
                          timeout=120).stdout
     log = logdir / ".hf_summary" / guardian.LOG_NAME
-    _wait_for(lambda: log.exists() and "Could not push" in log.read_text(), 60, "the guardian gives up, bounded")
-    _wait_for(lambda: _exited(int(out)), 30, "the guardian exits after giving up")
+    wait_until(lambda: log.exists() and "Could not push" in log.read_text(),
+               timeout=60, what="the guardian gives up, bounded")
+    wait_until(lambda: _exited(int(out)), timeout=30, what="the guardian exits after giving up")
     command = f"hf-summary sync {logdir} {repo_id}"
     assert command in log.read_text().split("Could not push")[1]
     hub.clear_faults()
@@ -300,14 +295,65 @@ def test_no_guardian_offline(hub: LocalHub, repo_id: str, logdir: Path) -> None:
     assert result.stdout.split() == ["None", "0"]
 
 
-def test_waiting_guardian_imports_nothing_heavy() -> None:
-    ours, theirs = socket.socketpair()
-    with theirs:
-        proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "hf_summary.upload.guardian"],
-                                stdin=theirs.fileno(), stderr=subprocess.PIPE, text=True)
-    ours.close()  # end-of-file with nothing watched: it exits at once
-    _, imports = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    loaded = {line.split("|")[-1].strip().split(".")[0] for line in imports.splitlines() if "|" in line}
-    assert "hf_summary" in loaded
-    assert not loaded & {"huggingface_hub", "tensorboardX", "torch", "numpy", "httpx", "filelock"}
+# Loaded in every Python process started with its folder first on PYTHONPATH (the guardian inherits the training
+# process's PYTHONPATH): records the top-level modules the process holds each time it waits in select(), and at exit.
+_MODULES_REPORT = textwrap.dedent("""
+    import atexit, json, os, select, sys
+    _path = os.path.join(os.environ["HF_SUMMARY_TEST_REPORT"], f"{os.getpid()}.jsonl")
+    _select = select.select
+
+    def _report(event):
+        modules = sorted({name.split(".")[0] for name in list(sys.modules)})
+        with open(_path, "a") as f:
+            f.write(json.dumps({"event": event, "modules": modules}) + "\\n")
+
+    def _reporting_select(*args, **kwargs):
+        _report("wait")
+        return _select(*args, **kwargs)
+
+    select.select = _reporting_select
+    atexit.register(_report, "exit")
+""")
+
+
+def test_waiting_guardian_imports_nothing_heavy(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub.utils import get_session
+
+    http_stack = type(get_session()).__module__.split(".")[0]  # what huggingface_hub sends requests with (httpx2)
+    heavy = {"huggingface_hub", http_stack, "tensorboardX", "torch", "numpy", "filelock"}
+    with LocalSummaryWriter(str(logdir)) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    site_dir, reports = tmp_path / "site", tmp_path / "reports"
+    site_dir.mkdir()
+    reports.mkdir()
+    (site_dir / "sitecustomize.py").write_text(_MODULES_REPORT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site_dir), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("HF_SUMMARY_TEST_REPORT", str(reports))
+    assert guardian.current_pid() is None
+    handle = guardian.watch(logdir, UploadSpec(repo_id))  # the way a writer starts its guardian, told one logdir
+    try:
+        pid = guardian.current_pid()
+        assert handle.active and pid is not None
+        report = reports / f"{pid}.jsonl"
+
+        def entries() -> list[dict]:
+            return [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
+
+        # select() is called once before anything is read, and again after each read: the second call is the
+        # guardian waiting with the logdir watched (and the training process alive: it is this one).
+        waits = wait_until(lambda: [e for e in entries() if e["event"] == "wait"][1:], timeout=60,
+                           what="the guardian waiting again after reading the watch")
+        assert all(e["event"] == "wait" for e in entries())  # it only waited: no push, no exit yet
+        for entry in waits:
+            assert "hf_summary" in entry["modules"]  # the report sees the guardian's own imports
+            assert not heavy & set(entry["modules"]), sorted(heavy & set(entry["modules"]))
+        # The names checked are the ones a push loads: SIGTERM makes it push now, and it exits after the push.
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: any(e["event"] == "exit" for e in entries()), timeout=120, what="the guardian's exit")
+        assert _disk_is_on_hub(hub, repo_id, logdir)
+        (at_exit,) = [e["modules"] for e in entries() if e["event"] == "exit"]
+        assert {"huggingface_hub", http_stack} <= set(at_exit), at_exit
+    finally:
+        handle.release()  # the guardian is gone: nothing to tell, no error
+    assert guardian.current_pid() is None

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -44,10 +43,17 @@ def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo
     writer.close()
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert [s for s, _ in scalars(run, "loss")] == list(range(10_000))
-    ours = [r for r in caplog.records if r.name == "hf_summary.upload.retry" and "retry" in r.getMessage()]
-    clients = [r for r in caplog.records if r.getMessage().startswith("huggingface_hub: ")]  # its own, routed to us
-    assert len(ours) <= 6 * 11  # bounded: at most `attempts` per push
-    assert ours or clients  # and logged, to our log only (at INFO and DEBUG: not printed in the training log)
+    # huggingface_hub retries most failed requests itself (dozens of requests, 30 % of them fail): its warnings
+    # about our threads' requests come to our log, on our Hub client's logger at DEBUG, and go nowhere else.
+    routed = [r for r in caplog.records if r.getMessage().startswith("huggingface_hub: ")]
+    assert routed
+    assert {(r.name, r.levelname) for r in routed} == {("hf_summary.upload.hub", "DEBUG")}
+    assert [r.getMessage() for r in caplog.records
+            if r.name.startswith("huggingface_hub") and r.levelno < logging.ERROR] == []  # none printed
+    # What huggingface_hub gives up on, our retry policy retries: at INFO on its own logger, bounded.
+    ours = [r for r in caplog.records if r.name == "hf_summary.upload.retry"]
+    assert all(r.levelname == "INFO" and "; retry " in r.getMessage() for r in ours), [r.getMessage() for r in ours]
+    assert len(ours) <= 6 * 11  # at most `attempts` per push
 
 
 def test_outage_at_the_end_close_returns_and_sync_completes(hub: LocalHub, repo_id: str, logdir: Path,
@@ -56,10 +62,11 @@ def test_outage_at_the_end_close_returns_and_sync_completes(hub: LocalHub, repo_
     for step in range(200):
         writer.add_scalar("loss", float(step), step)
     hub.set_faults(1.0, kinds=("503",))
-    start = time.monotonic()
-    writer.close()
-    assert time.monotonic() - start < 2 + 15  # its bound, plus one request in flight
-    assert any("hf-summary sync" in r.getMessage() for r in caplog.records)
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    closing.join(timeout=120)  # a bound for a loaded machine: close_timeout (2 s) is what makes it return
+    assert not closing.is_alive()  # close() returned while the Hub still refused, and raised nothing
+    assert any("hf-summary sync" in r.getMessage() for r in caplog.records)  # it gave up, and said how to finish
     files = list(logdir.glob("*tfevents*"))
     assert files and all(scan_records(p).valid_size == p.stat().st_size for p in files)
     hub.clear_faults()
@@ -116,22 +123,21 @@ _SOAK = textwrap.dedent("""
     from hf_summary import HFSummaryWriter
     process = psutil.Process()
     writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=0.05, max_file_size=256 * 1024)
-    samples, step, batches = [], 0, 0
-    deadline = time.monotonic() + float(sys.argv[3])
-    next_sample = time.monotonic() + 1
-    while time.monotonic() < deadline:
-        for _ in range(100):
-            writer.add_scalar("loss", float(step), step)
-            step += 1
-        batches += 1
-        if batches % 50 == 0:
-            writer.add_histogram("h", np.random.default_rng(step).normal(size=100), step)
-        time.sleep(0.005)
-        if time.monotonic() >= next_sample:
-            samples.append((process.memory_info().rss, threading.active_count()))
-            next_sample += 1
+    samples, step, batches, commits = [], 0, 0, 0
+    for turn in range(int(sys.argv[3])):
+        push = writer.scheduler.next_push()  # the interval's push
+        while not push.done():  # the training loop goes on while it runs
+            for _ in range(100):
+                writer.add_scalar("loss", float(step), step)
+                step += 1
+            batches += 1
+            if batches % 50 == 0:
+                writer.add_histogram("h", np.random.default_rng(step).normal(size=100), step)
+            time.sleep(0.005)  # a training step
+        commits += push.result() is not None
+        samples.append((process.memory_info().rss, threading.active_count()))
     writer.close()
-    print(json.dumps({"steps": step, "samples": samples}))
+    print(json.dumps({"steps": step, "samples": samples, "commits": commits}))
 """)
 
 
@@ -139,13 +145,15 @@ def test_soak_memory_and_threads_stay_flat(hub: LocalHub, repo_id: str, logdir: 
     import json
 
     hub.reset_stats()
-    # A process of its own, so that the RSS measured is the writer's, not the in-process server's.
-    child = subprocess.run([sys.executable, "-c", _SOAK, repo_id, str(logdir), "30"], capture_output=True, text=True,
-                           timeout=300)
+    # A process of its own, so that the RSS measured is the writer's, not the in-process server's; measured after
+    # each of ten pushes of the interval (every 3 s), the training loop logging all along.
+    child = subprocess.run([sys.executable, "-c", _SOAK, repo_id, str(logdir), "10"], capture_output=True, text=True,
+                           timeout=600)
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout.strip().splitlines()[-1])
     samples = result["samples"]
-    assert hub.stats.commits >= 5
+    assert len(samples) == 10 and result["commits"] == 10  # each push had new steps, and committed them
+    assert hub.stats.commits >= 10
     warm, end = samples[len(samples) // 3], samples[-1]
     assert end[0] <= warm[0] * 1.10, samples
     assert end[1] == warm[1], samples
@@ -308,7 +316,7 @@ def test_a_malformed_token_is_refused_at_the_call_and_never_printed(hub: LocalHu
 
 
 def test_token_looking_text_is_redacted_from_what_we_log() -> None:
-    from hf_summary.upload.hub import redact
+    from hf_summary.upload.errors import redact
 
     text = "Illegal header value b'Bearer hf_abcdefghijklmnop\\n' sent with hf_zyxwvutsrqponmlk"
     assert redact(text) == "Illegal header value b'Bearer ***' sent with ***"

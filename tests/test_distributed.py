@@ -10,7 +10,7 @@ from pathlib import Path
 from hf_summary import HFSummaryWriter
 from hf_summary.testing import LocalHub
 
-from .helpers import download_run, scalars
+from .helpers import download_run, scalars, wait_until
 
 
 def _our_commits(hub: LocalHub, repo_id: str) -> list[dict]:
@@ -21,7 +21,7 @@ def test_fifty_writers_share_one_committer(hub: LocalHub, repo_id: str, tmp_path
     writers = [HFSummaryWriter(repo_id, logdir=str(tmp_path / f"trial{i:02d}"), commit_every=0.02)
                for i in range(50)]
     try:
-        assert len({id(w.scheduler.committer) for w in writers}) == 1
+        assert len({id(w.scheduler.schedule) for w in writers}) == 1
         for i, writer in enumerate(writers):
             writer.add_scalar("score", float(i), 0)
         # The interval's own push (no trigger) carries all fifty logdirs.
@@ -96,57 +96,113 @@ def test_accelerate_launch_two_processes_one_uploader(hub: LocalHub, repo_id: st
     assert scalars(run, "loss") == [(s, float(s)) for s in range(100)]
 
 
-_TRIAL = textwrap.dedent("""
+_TURNS = textwrap.dedent("""
     import sys, time
     from hf_summary import HFSummaryWriter
-    repo_id, logdir, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    repo_id, logdir, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with HFSummaryWriter(repo_id, logdir=logdir, commit_every=0.05) as writer:   # every 3 s
-        print("started", flush=True)
-        step, end = 0, time.monotonic() + seconds
-        while time.monotonic() < end:
-            writer.add_scalar("score", float(step), step)
-            step += 1
-            time.sleep(0.01)
-    print(step, flush=True)
+        print("registered", flush=True)
+        sys.stdin.readline()  # every trial of the machine has registered: the turns start now, for all
+        step = 0
+        for turn in range(turns):
+            push = writer.scheduler.next_push()  # this process's next scheduled turn
+            while not push.done():  # a training loop logs on while it waits: each turn has new steps to push
+                writer.add_scalar("score", float(step), step)
+                step += 1
+                time.sleep(0.01)  # a training step
+            print("commit" if push.result() is not None else "skip", flush=True)
+    print("steps", step, flush=True)  # after close, and its final push
 """)
 
 
 def test_processes_of_one_machine_make_one_commit_per_interval(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
-    import math
-    import time
-
-    trials, seconds, interval = 8, 30.0, 3.0
-    start = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, "-c", _TRIAL, repo_id, str(tmp_path / f"trial{i}"), str(seconds)],
-                              stdout=subprocess.PIPE, text=True) for i in range(trials)]
-    steps = [int(proc.communicate(timeout=300)[0].split()[-1]) for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs)
-    elapsed = time.monotonic() - start
-    commits = len(_our_commits(hub, repo_id))
-    # One commit per interval for the whole machine, plus each trial's final push (the first trial to start may
-    # push once before the others have registered).
-    assert commits <= math.ceil(elapsed / interval) + trials + 1, (commits, elapsed)
-    assert commits < trials * seconds / interval / 2  # far fewer than one commit per interval per process
-    for i, count in enumerate(steps):
+    trials, turns = 8, 4
+    procs = [subprocess.Popen([sys.executable, "-c", _TURNS, repo_id, str(tmp_path / f"trial{i}"), str(turns)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(trials)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "registered"
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [proc.communicate(timeout=600)[0].split("\n") for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert [proc.returncode for proc in procs] == [0] * trials, outputs
+    outcomes = [line for out in outputs for line in out if line in ("commit", "skip")]
+    assert len(outcomes) == trials * turns
+    scheduled = outcomes.count("commit")
+    # Each turn had new steps: processes pushing alone would commit at every turn (trials x turns).
+    # The turns of each process span `turns` intervals, and the machine commits about once per interval for all of
+    # them (at most twice that here, for a loaded machine that delays turns): most turns skip, another process of
+    # the machine having just committed, their steps with it.
+    assert 1 <= scheduled <= 2 * turns, outcomes
+    # Every commit on the Hub is one of those turns, or a trial's final push at close (at most one each).
+    assert scheduled <= len(_our_commits(hub, repo_id)) <= scheduled + trials
+    for i, out in enumerate(outputs):
+        word, count = out[-2].split()
+        assert word == "steps", out
         run = download_run(hub, repo_id, f"tensorboard/trial{i}", tmp_path / "dl" / str(i))
-        assert [s for s, _ in scalars(run, "score")] == list(range(count))
+        assert [s for s, _ in scalars(run, "score")] == list(range(int(count)))
 
 
-def test_machines_that_share_nothing_keep_the_commit_budget(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+_ENDING_TRIAL = textwrap.dedent("""
+    import sys, time
+    from hf_summary import HFSummaryWriter
+    from hf_summary.upload import guardian
+    repo_id, logdir, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    writer = HFSummaryWriter(repo_id, logdir=logdir, commit_every=0.02, max_commits_per_hour=budget,
+                             close_timeout=5)  # a push every 1.2 s: the budget is spent long before the end
+    for step in range(1000):
+        writer.add_scalar("score", float(step), step)
+        time.sleep(0.01)
+    print(guardian.current_pid(), flush=True)
+    sys.stdin.readline()  # every trial ends together
+    writer.close()
+""")
+
+
+def test_machines_that_share_nothing_keep_the_commit_budget_final_pushes_included(
+        hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
     import os
+    import signal
 
-    budget, seconds = 4, 12.0
-    script = _TRIAL.replace("commit_every=0.05", f"commit_every=0.02, max_commits_per_hour={budget}")  # 1.2 s
+    import psutil
+
+    budget, trials = 4, [(machine, i) for machine in "ab" for i in range(3)]
     procs = []
-    for machine in ("a", "b"):  # two HF cache folders: no lock or registry in common, only the repo's history
+    for machine, i in trials:  # two HF cache folders: no lock or registry in common, only the repo's history
         env = {**os.environ, "HF_HOME": str(tmp_path / f"hf-home-{machine}")}
-        procs += [subprocess.Popen([sys.executable, "-c", script, repo_id, str(tmp_path / f"{machine}{i}"),
-                                    str(seconds)], stdout=subprocess.PIPE, text=True, env=env) for i in range(2)]
-    steps = [int(proc.communicate(timeout=300)[0].split()[-1]) for proc in procs]
-    assert all(proc.returncode == 0 for proc in procs)
-    commits = len(_our_commits(hub, repo_id))
-    # Scheduled pushes stay within the budget; each trial's final push is never held back (one each).
-    assert commits <= budget + len(procs), commits
-    for (machine, i), count in zip([(m, i) for m in "ab" for i in range(2)], steps, strict=True):
+        procs.append(subprocess.Popen([sys.executable, "-c", _ENDING_TRIAL, repo_id, str(tmp_path / f"{machine}{i}"),
+                                       str(budget)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      env=env))
+    guardians = []
+    try:
+        guardians = [psutil.Process(int(proc.stdout.readline())) for proc in procs]
+        for proc in procs:
+            proc.stdin.write("end\n")
+            proc.stdin.flush()
+        for proc in procs:
+            proc.communicate(timeout=300)
+        assert [proc.returncode for proc in procs] == [0] * len(procs)
+        # Every commit, the final pushes' included: the budget holds for all of them.
+        assert 1 <= len(_our_commits(hub, repo_id)) <= budget
+        # What the final pushes could not send waits with each trial's guardian, which says so in its log.
+        for machine, i in trials:
+            log = tmp_path / f"{machine}{i}" / ".hf_summary" / "guardian.log"
+            wait_until(lambda log=log: log.exists() and "is spent: pushing in" in log.read_text(), timeout=120,
+                       what=f"{log} to say the guardian waits for the budget")
+        assert all(g.is_running() for g in guardians)
+        for g in guardians:  # a cluster ending the job: each guardian pushes at once, whatever the budget
+            g.send_signal(signal.SIGTERM)
+        psutil.wait_procs(guardians, timeout=120)
+    finally:
+        for proc in procs:
+            proc.kill()
+        for g in guardians:
+            if g.is_running():
+                g.kill()
+    for machine, i in trials:
         run = download_run(hub, repo_id, f"tensorboard/{machine}{i}", tmp_path / "dl" / f"{machine}{i}")
-        assert [s for s, _ in scalars(run, "score")] == list(range(count))
+        assert scalars(run, "score") == [(step, float(step)) for step in range(1000)]

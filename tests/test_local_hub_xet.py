@@ -8,6 +8,7 @@ own LocalHub, so the traffic counters it checks are its own.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -242,3 +243,156 @@ def test_without_xet_the_hub_answers_as_before(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.delenv("HF_HUB_DISABLE_XET")
     assert LocalHub(tmp_path / "hub").xet  # on by default when the client would use Xet too
+
+
+# -------------------------------------------------------------------- repetitive content (dedup inside a file)
+
+
+def one_byte(size: int) -> bytes:
+    return b"x" * size
+
+
+def repeated_blocks(size: int) -> bytes:
+    """A random 4 KiB block, again and again: chunks of one period dedup against each other."""
+    block = np.random.default_rng(4096).bytes(4096)
+    return (block * (size // 4096 + 1))[:size]
+
+
+def scalar_records(count: int) -> bytes:
+    """An event file of `count` nearly identical scalar records, as a long run logging one loss writes."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    from hf_summary.events.records import frame_record
+
+    return b"".join(
+        frame_record(
+            Event(
+                wall_time=1_700_000_000.0 + step // 100,
+                step=step,
+                summary=Summary(value=[Summary.Value(tag="loss", simple_value=0.5)]),
+            ).SerializeToString()
+        )
+        for step in range(count)
+    )
+
+
+def xet_read(hub: LocalHub, path: str, first: int, last: int, *, v2: bool) -> bytes:
+    """Bytes [first, last] of a file through the reconstruction API, rebuilt as `spec/download_protocol.md` says.
+
+    Also checks what hf_xet relies on: per xorb, the fetched chunk ranges are disjoint, and each term lies inside one.
+    """
+    from hf_summary.testing.xet import decode_chunks
+
+    def get(url: str, headers: dict[str, str]) -> bytes:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return bytes(response.read())
+
+    token_url = f"{hub.endpoint}/api/models/{REPO}/xet-read-token/main"
+    token = json.loads(get(token_url, {"Authorization": f"Bearer {hub.token}"}))
+    file_hash = hub.xet_hash(REPO, path)
+    answer = json.loads(
+        get(
+            f"{token['casUrl']}/{'v2' if v2 else 'v1'}/reconstructions/{file_hash}",
+            {"Authorization": f"Bearer {token['accessToken']}", "Range": f"bytes={first}-{last}"},
+        )
+    )
+    fetches: dict[str, list[tuple[dict[str, int], dict[str, int], str]]] = {}
+    if v2:
+        for xorb, entries in answer["xorbs"].items():
+            fetches[xorb] = [(r["chunks"], r["bytes"], e["url"]) for e in entries for r in e["ranges"]]
+    else:
+        for xorb, entries in answer["fetch_info"].items():
+            fetches[xorb] = [(e["range"], e["url_range"], e["url"]) for e in entries]
+    for ranges in fetches.values():
+        spans = sorted((chunks["start"], chunks["end"]) for chunks, _, _ in ranges)
+        assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+    downloaded: dict[tuple[str, int], bytes] = {}  # (xorb, chunk index) -> content
+    out = bytearray()
+    for term in answer["terms"]:
+        start, end = term["range"]["start"], term["range"]["end"]
+        (chunks, byte_range, url), *others = [
+            f for f in fetches[term["hash"]] if f[0]["start"] <= start and end <= f[0]["end"]
+        ]
+        assert not others
+        if (term["hash"], start) not in downloaded:
+            data = get(url, {"Range": f"bytes={byte_range['start']}-{byte_range['end']}"})
+            for index, content in enumerate(decode_chunks(data), chunks["start"]):
+                downloaded[term["hash"], index] = content
+        content = b"".join(downloaded[term["hash"], index] for index in range(start, end))
+        assert len(content) == term["unpacked_length"]
+        out += content
+    return bytes(out[answer["offset_into_first_range"] :][: last - first + 1])
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(one_byte(300_000), id="300KB-of-one-byte"),
+        pytest.param(one_byte(262_144), id="two-max-chunks-of-one-byte"),
+        pytest.param(one_byte(5_000_000), id="5MB-of-one-byte"),
+        pytest.param(repeated_blocks(1_000_000), id="repeated-4KiB-blocks"),
+        pytest.param(scalar_records(200_000), id="200k-scalar-records"),
+    ],
+)
+def test_repetitive_files_download_through_xet(xet_hub: LocalHub, tmp_path: Path, content: bytes) -> None:
+    # A file whose chunks dedup against each other is stored as the same chunks of one xorb several times over,
+    # overlapping: 300 KB of one byte is xorb X chunks [0, 1) then [0, 2). hf_xet once panicked downloading it
+    # ("range end out of bounds: 168928 <= 131072") when the reconstruction gave one fetch range per term.
+    source = tmp_path / "source"
+    source.write_bytes(content)
+    run_client(xet_hub, tmp_path / "uploader", UPLOAD_FILE, REPO, str(source), EVENTS_PATH)
+    assert xet_hub.repo_files(REPO)[EVENTS_PATH] == content
+    assert xet_hub.stats.xet_xorb_bytes < len(content)  # it did dedup (or compress)
+
+    for api_version in ("2", "1"):
+        copy = tmp_path / f"copy-v{api_version}"
+        run_client(
+            xet_hub, tmp_path / f"reader-v{api_version}", DOWNLOAD, REPO, EVENTS_PATH, str(copy),
+            HF_XET_CLIENT_RECONSTRUCTION_API_VERSION=api_version,
+        )  # fmt: skip
+        assert copy.read_bytes() == content
+
+    # In small reconstructions, each cut anywhere, the same chunks again in every one.
+    copy = tmp_path / "copy-ranges"
+    run_client(
+        xet_hub, tmp_path / "reader-ranges", DOWNLOAD, REPO, EVENTS_PATH, str(copy),
+        HF_XET_RECONSTRUCTION_MIN_RECONSTRUCTION_FETCH_SIZE="50000",
+        HF_XET_RECONSTRUCTION_MAX_RECONSTRUCTION_FETCH_SIZE="100000",
+    )  # fmt: skip
+    assert copy.read_bytes() == content
+
+    size = len(content)
+    for first, last in [(0, size - 1), (1, 131_072), (131_071, 131_073), (140_000, 299_999), (size - 10, size + 10)]:
+        for v2 in (True, False):
+            assert xet_read(xet_hub, EVENTS_PATH, first, last, v2=v2) == content[first : last + 1], (first, last, v2)
+
+
+def test_a_file_repeating_an_earlier_file_downloads_through_xet(xet_hub: LocalHub, tmp_path: Path) -> None:
+    earlier = np.random.default_rng(7).bytes(700_000)
+    later = earlier + earlier[100_000:400_000] + earlier + one_byte(300_000) + earlier
+    uploader = tmp_path / "uploader"  # one cache: the second upload dedups against the first one's xorbs
+    paths = {"a/earlier.bin": earlier, "b/later.bin": later, "c/same.bin": earlier}
+    for path, content in paths.items():
+        source = tmp_path / path.replace("/", "-")
+        source.write_bytes(content)
+        run_client(xet_hub, uploader, UPLOAD_FILE, REPO, str(source), path)
+    assert xet_hub.stats.xet_xorb_bytes < len(earlier) + 300_000  # `later` and `same` sent little new
+    files = xet_hub.repo_files(REPO)
+    assert all(files[path] == content for path, content in paths.items())
+
+    for path, content in paths.items():
+        copy = tmp_path / f"copy-{path.replace('/', '-')}"
+        run_client(xet_hub, tmp_path / f"reader-{path.replace('/', '-')}", DOWNLOAD, REPO, path, str(copy))
+        assert copy.read_bytes() == content
+    copy = tmp_path / "copy-later-ranges"
+    run_client(
+        xet_hub, tmp_path / "reader-later-ranges", DOWNLOAD, REPO, "b/later.bin", str(copy),
+        HF_XET_RECONSTRUCTION_MIN_RECONSTRUCTION_FETCH_SIZE="50000",
+        HF_XET_RECONSTRUCTION_MAX_RECONSTRUCTION_FETCH_SIZE="100000",
+    )  # fmt: skip
+    assert copy.read_bytes() == later
+
+    for first, last in [(0, len(later) - 1), (650_000, 1_050_000), (1_000_000, 2_100_000), (2_000_000, 2_000_000)]:
+        for v2 in (True, False):
+            assert xet_read(xet_hub, "b/later.bin", first, last, v2=v2) == later[first : last + 1], (first, last)

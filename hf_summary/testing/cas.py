@@ -20,7 +20,8 @@ client (hf_xet 1.8.0, driven by huggingface_hub 2.4.0) calls and expects, with w
   past the end of the file (`spec/api.md`). V1 answers `{offset_into_first_range, terms, fetch_info}`, V2
   `{offset_into_first_range, terms, xorbs}` where each xorb maps to `[{url, ranges: [{chunks, bytes}]}]`; chunk
   ranges are [start, end), byte ranges inclusive (`spec/download_protocol.md`). We give one byte range per entry,
-  so the client never needs `multipart/byteranges`.
+  so the client never needs `multipart/byteranges`, and per xorb disjoint chunk ranges, each term inside one (a file
+  may reuse the same chunks several times: see `_fetch_ranges`).
 - Fetch URLs: GET with the `Range` from `url_range`/`bytes`, answered 206 (`spec/download_protocol.md`); presigned,
   so they carry their own signature instead of the CAS token.
 - Buckets: the same CAS, with tokens from `GET /api/buckets/{id}/xet-{read|write}-token` (no revision: huggingface_hub
@@ -213,17 +214,17 @@ def _reconstruction(handler: CasRequest, store: XetStore, file_hash: str, *, v2:
     terms, offset = _terms_for_range(store, file, first, last)
     handler.state.stats.add("xet_reconstructions")
     entries: dict[str, list[dict[str, Any]]] = {}
-    for term in terms:
-        chunks = store.chunks(term.xorb)
-        byte_range = {"start": chunks[term.chunk_start].start, "end": chunks[term.chunk_end - 1].end - 1}
-        chunk_range = {"start": term.chunk_start, "end": term.chunk_end}
-        url = f"{handler.state.endpoint}{CAS_PREFIX}/fetch/{term.xorb}?{_sign_fetch(handler.state, term.xorb)}"
+    for xorb, (start, end) in _fetch_ranges(terms):
+        chunks = store.chunks(xorb)
+        byte_range = {"start": chunks[start].start, "end": chunks[end - 1].end - 1}
+        chunk_range = {"start": start, "end": end}
+        url = f"{handler.state.endpoint}{CAS_PREFIX}/fetch/{xorb}?{_sign_fetch(handler.state, xorb)}"
         entry: dict[str, Any]
         if v2:
             entry = {"url": url, "ranges": [{"chunks": chunk_range, "bytes": byte_range}]}
         else:
             entry = {"range": chunk_range, "url": url, "url_range": byte_range}
-        entries.setdefault(term.xorb, []).append(entry)
+        entries.setdefault(xorb, []).append(entry)
     body: dict[str, Any] = {
         "offset_into_first_range": offset,
         "terms": [
@@ -233,6 +234,34 @@ def _reconstruction(handler: CasRequest, store: XetStore, file_hash: str, *, v2:
         "xorbs" if v2 else "fetch_info": entries,
     }
     handler._send_json(200, body)
+
+
+def _fetch_ranges(terms: list[Term]) -> list[tuple[str, tuple[int, int]]]:
+    """The chunk ranges to fetch for these terms: per xorb, disjoint and sorted, each term inside exactly one.
+
+    A file may use the same chunks of a xorb several times, or overlapping runs of them: a repetitive file dedups
+    against itself (300 KB of one byte is xorb X chunks [0, 1) then [0, 2)), a file repeats an earlier one. One fetch
+    entry per term would then give the client overlapping chunk ranges of one xorb, which hf_xet 1.8.0 does not take:
+    it cut the [0, 2) term out of the [0, 1) block and panicked ("range end out of bounds: 168928 <= 131072"). The
+    spec's fetch info is a set of disjoint ranges per xorb (`api_changes/
+    update_260316_v2_reconstruction_multirange.md`: "disjoint chunk ranges") that terms are matched into by
+    containment (`spec/download_protocol.md`), so overlapping and adjacent ranges are merged into one.
+    """
+    by_xorb: dict[str, list[tuple[int, int]]] = {}
+    for term in terms:
+        by_xorb.setdefault(term.xorb, []).append((term.chunk_start, term.chunk_end))
+    merged: list[tuple[str, tuple[int, int]]] = []
+    for xorb, ranges in by_xorb.items():
+        ranges.sort()
+        start, end = ranges[0]
+        for next_start, next_end in ranges[1:]:
+            if next_start <= end:
+                end = max(end, next_end)
+            else:
+                merged.append((xorb, (start, end)))
+                start, end = next_start, next_end
+        merged.append((xorb, (start, end)))
+    return merged
 
 
 def _terms_for_range(store: XetStore, file: FileReconstruction, first: int, last: int) -> tuple[list[Term], int]:

@@ -1,0 +1,117 @@
+"""Runs pushed to a Storage Bucket, end to end: the real huggingface_hub and hf_xet clients against LocalHub.
+
+Bucket uploads always go through Xet, and huggingface_hub reads HF_HUB_DISABLE_XET at import: each run happens in a
+child process with Xet on, its own HF_HOME and HF_XET_CACHE, against a LocalHub started by the test.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hf_summary import HFSummaryWriter
+from hf_summary.testing import LocalHub
+
+from .helpers import scalars
+
+BUCKET = "local-user/live-logs"
+
+
+@pytest.fixture
+def bucket_hub(tmp_path: Path) -> Iterator[LocalHub]:
+    with LocalHub(tmp_path / "hub", xet=True) as hub:
+        yield hub
+
+
+def _env(hub: LocalHub, home: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name != "HF_HUB_DISABLE_XET"}
+    env.update(hub.env(xet=True), HF_HOME=str(home / "hf_home"), HF_XET_CACHE=str(home / "xet"),
+               HF_XET_TELEMETRY_ENABLED="0")
+    return env
+
+
+def _run(hub: LocalHub, home: Path, args: list[str]) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], env=_env(hub, home), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+_RUN = textwrap.dedent("""
+    import sys
+    from hf_summary import HFSummaryWriter
+    handle, logdir, pushes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with HFSummaryWriter(handle, logdir=logdir, crash_upload=False) as writer:
+        for push in range(pushes):
+            for step in range(push * 100, push * 100 + 100):
+                writer.add_scalar("loss", step / 7, step)
+            writer.scheduler.trigger().result(timeout=120)
+""")
+
+
+def _f32(value: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0]  # TensorBoard keeps scalars as float32
+
+
+def _read_back(hub: LocalHub, folder: str, dest: Path) -> Path:
+    for path, data in hub.bucket_files(BUCKET).items():
+        if path.startswith(folder + "/"):
+            target = dest / path[len(folder) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return dest
+
+
+def test_a_bucket_run_reads_back_whole_through_xet_without_commits(bucket_hub: LocalHub, tmp_path: Path) -> None:
+    _run(bucket_hub, tmp_path, ["-c", _RUN, f"hf://buckets/{BUCKET}", str(tmp_path / "mlp"), "3"])
+    run = _read_back(bucket_hub, "tensorboard/mlp", tmp_path / "dl")
+    assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(300)]
+    stats = bucket_hub.stats
+    assert stats.bucket_batches >= 3 and stats.lfs_uploads == 0 and stats.xet_xorbs > 0 and stats.commits == 0
+
+
+def test_sync_to_a_bucket_twice_sends_nothing_the_second_time(bucket_hub: LocalHub, tmp_path: Path) -> None:
+    from tensorboardX import SummaryWriter
+
+    logdir = tmp_path / "offline"
+    with SummaryWriter(str(logdir)) as writer:
+        for step in range(50):
+            writer.add_scalar("acc", step / 50, step)
+    sync = ["-m", "hf_summary.cli", "sync", str(logdir), f"hf://buckets/{BUCKET}"]
+    first = _run(bucket_hub, tmp_path, sync)
+    assert "Uploaded 1 file(s)" in first.stdout and f"buckets/{BUCKET}" in first.stdout
+    batches = bucket_hub.stats.bucket_batches
+    second = _run(bucket_hub, tmp_path, sync)
+    assert "Nothing to upload" in second.stdout and bucket_hub.stats.bucket_batches == batches
+    assert scalars(_read_back(bucket_hub, "tensorboard/offline", tmp_path / "dl"), "acc") == [
+        (step, _f32(step / 50)) for step in range(50)]
+
+
+def test_a_bucket_file_is_never_replaced_by_a_shorter_one(bucket_hub: LocalHub, tmp_path: Path) -> None:
+    logdir = tmp_path / "restarted"
+    _run(bucket_hub, tmp_path, ["-c", _RUN, f"hf://buckets/{BUCKET}", str(logdir), "2"])
+    (event_file,) = [p for p in logdir.iterdir() if "tfevents" in p.name]
+    longer = bucket_hub.bucket_files(BUCKET)[f"tensorboard/restarted/{event_file.name}"]
+    # The run restarted on its logdir without its upload state, its file rewritten shorter.
+    for path in (logdir / ".hf_summary").iterdir():
+        path.unlink()
+    event_file.write_bytes(longer[: len(longer) // 2])
+    _run(bucket_hub, tmp_path, ["-m", "hf_summary.cli", "sync", str(logdir), f"hf://buckets/{BUCKET}"])
+    assert bucket_hub.bucket_files(BUCKET)[f"tensorboard/restarted/{event_file.name}"] == longer
+
+
+def test_a_bucket_refuses_what_only_a_repo_has(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bucket keeps none"):
+        HFSummaryWriter("me/logs", repo_type="bucket", squash_history=True, logdir=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="no branches"):
+        HFSummaryWriter("hf://buckets/me/logs", repo_revision="dev", logdir=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="drop repo_type"):
+        HFSummaryWriter("hf://buckets/me/logs", repo_type="dataset", logdir=str(tmp_path / "c"))
+    assert not (tmp_path / "a").exists()  # refused at the call, before anything is created

@@ -2,7 +2,8 @@
 
 - the schedules by target (writers of one process pushing to one repo and branch share one, so a sweep makes one
   commit per interval; the sharing is automatic, but here for anyone to see and for tests to reset);
-- the open writers (the exit hook closes them), the live event queues, the guardian link, the current `init()` run;
+- the open writers (the exit hook closes them), the live event queues, the guardian link, the current `init()` run,
+  the user's request quota as the Hub's answers tell it;
 - the one at-fork hook: a forked child (a data-loader worker) inherits these objects but none of their threads.
 
 This module imports nothing of the package: every side registers here, so no import cycle goes through it.
@@ -60,6 +61,7 @@ class ProcessState:
         self.live_queues: weakref.WeakSet[Any] = weakref.WeakSet()  # event queues whose files a child writes apart
         self.guardian: GuardianLink | None = None  # started with the first writer that a crash must not lose
         self.run: Any = None  # the run of `hf_summary.init()`, which `log()` and `finish()` act on
+        self.quota: Any = None  # what the Hub's answers said of the user's request quota (upload/quota.py)
 
     def shared(self, key: tuple[Any, ...], make: Callable[[], S]) -> S:
         """The object shared under `key`, made by `make()` if there is none or it stopped.

@@ -115,3 +115,25 @@ def test_a_bucket_refuses_what_only_a_repo_has(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="drop repo_type"):
         HFSummaryWriter("hf://buckets/me/logs", repo_type="dataset", logdir=str(tmp_path / "c"))
     assert not (tmp_path / "a").exists()  # refused at the call, before anything is created
+
+
+_STEADY = textwrap.dedent("""
+    import sys, time
+    from hf_summary import HFSummaryWriter
+    handle, logdir, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with HFSummaryWriter(handle, logdir=logdir, commit_every=0.5 / 60, crash_upload=False) as writer:
+        for step in range(steps):
+            writer.add_scalar("loss", step / 7, step)
+            time.sleep(0.01)  # a training step
+""")
+
+
+def test_bucket_pushes_stay_within_the_request_quota(bucket_hub: LocalHub, tmp_path: Path) -> None:
+    # A push every 0.5 s costs about 2 requests: 60 in 15 s, for a quota of 40 a minute. Spaced by what the Hub's
+    # answers say remains, the run meets no 429 and loses nothing.
+    bucket_hub.set_limits(api_limit=(40, 60))
+    _run(bucket_hub, tmp_path, ["-c", _STEADY, f"hf://buckets/{BUCKET}", str(tmp_path / "steady"), "1500"])
+    stats = bucket_hub.stats
+    assert stats.api_rate_limited == 0 and stats.bucket_batches >= 2
+    run = _read_back(bucket_hub, "tensorboard/steady", tmp_path / "dl")
+    assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(1500)]

@@ -517,3 +517,36 @@ def test_a_batch_taken_in_part_is_recorded_in_part_and_only_the_rest_sent_again(
     assert result.files == 1 and len(clock.waits) == 1
     assert pusher.push([Uploader(tmp_path / name, UploadSpec("me/logs", repo_type="bucket")) for name in "ab"]
                        ).info is None  # both recorded: nothing to send
+
+
+def test_the_quota_spaces_pushes_to_last_until_the_window_resets() -> None:
+    from hf_summary.upload.quota import Quota
+
+    clock = FakeClock()
+    quota = Quota(clock=clock)
+    answer = _Response(200, {"RateLimit": '"api";r=500;t=300', "RateLimit-Policy": '"fixed window";"api";q=1000;w=300'})
+    quota.observe(answer)  # the user's own thread: not ours, not counted
+    assert quota.requests == 0 and quota.spacing(2) == 0.0
+    ours = threading.Thread(target=quota.observe, args=(answer,), name="hf_summary-committer")
+    ours.start()
+    ours.join()
+    assert quota.requests == 1
+    assert quota.spacing(2) == pytest.approx(300 / ((500 - 100) / 2))  # 1.5 s: 200 pushes left in 300 s
+    clock.now += 150
+    assert quota.spacing(2) == pytest.approx(150 / 200)
+    quota.remaining = 101  # within the reserve kept for the user's own calls
+    assert quota.spacing(2) == pytest.approx(150)  # the next push waits for the window to reset
+    clock.now += 151
+    assert quota.spacing(2) == 0.0  # a new window: nothing known of it yet
+
+
+def test_scheduled_pushes_widen_to_what_the_quota_allows(tmp_path: Path) -> None:
+    from hf_summary.upload.quota import Quota
+
+    clock, client = FakeClock(), FakeClient()
+    committer, logdir = _committer(tmp_path, client, clock, every=0.05)  # every 3 s
+    committer.quota = Quota(clock=clock)
+    committer.quota.remaining, committer.quota.limit, committer.quota.reset_at = 140, 1000, clock() + 300
+    committer.step()
+    # 140 left, 100 kept in reserve: 20 pushes of 2 requests in 300 s, one every 15 s instead of 3.
+    assert clock.waits == [pytest.approx(15.0)] and len(client.commits) == 1

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import defaults
+from ..process import STATE
 from ..threads import Timer, start_thread
 from .errors import BudgetSpent, HubAuthError, PushError, SchedulerStopped, describe, root_cause
 from .hub import THREAD_PREFIX
 from .machine import MachineRegistry
 from .progress import FinalPushProgress
 from .pusher import Clock, Pusher, PushResult, Wait
+from .quota import Quota
 from .retry import RetryPolicy
 from .spec import UploadSpec
 from .uploader import Uploader
@@ -83,6 +85,8 @@ class Schedule:
         enabled: False makes no network call at all (offline mode): pushes resolve to None.
         The clock and the way of waiting are the pusher's: a test passes a fake clock that a wait moves forward.
         membership: held while writers join and leave; the process passes the lock of its table of schedules.
+        quota: what the Hub's answers say of the user's request quota: scheduled pushes are spaced to last within
+            it. None: not watched.
 
     Example:
         ```py
@@ -94,8 +98,10 @@ class Schedule:
     """
 
     def __init__(self, pusher: Pusher, *, every: float = defaults.COMMIT_EVERY, enabled: bool = True,
-                 membership: threading.RLock | None = None) -> None:
+                 membership: threading.RLock | None = None, quota: Quota | None = None) -> None:
         self.pusher = pusher
+        self.quota = quota
+        self._push_cost = 2.0  # requests a push makes, learnt from the quota's count of our answers
         self.membership = membership or threading.RLock()
         self.enabled = enabled
         self.clock: Clock = pusher.clock
@@ -353,7 +359,8 @@ class Schedule:
         return max(self._last_push + self._interval(), self._not_before)
 
     def _interval(self) -> float:
-        return self.pusher.target.paced(self.every * 60)
+        interval = self.pusher.target.paced(self.every * 60)
+        return max(interval, self.quota.spacing(self._push_cost)) if self.quota is not None else interval
 
     def hurry(self, deadline: float) -> None:
         """Make a one-off push go now, whatever the budget, retrying until `deadline` at the latest.
@@ -407,6 +414,12 @@ class Schedule:
 
     # Pushing -----------------------------------------------------------------------------------------------------
 
+    def _count_answers(self) -> int:
+        if self.quota is None or not self.enabled:
+            return 0
+        self.quota.install()
+        return self.quota.requests
+
     def push(self, deadline: float | None = None, *, scheduled: bool = False) -> PushResult:
         """Push on the caller's thread, retrying transient failures until `deadline` (a `clock()` value).
 
@@ -426,6 +439,7 @@ class Schedule:
         if not self.enabled or not members:
             return PushResult()
         skip_within = self.every * 60 * _SKIP_WITHIN if scheduled else None
+        answers = self._count_answers()
         try:
             result = self.pusher.push([m.uploader for m in members], deadline=deadline, skip_within=skip_within)
         except BaseException as error:
@@ -439,6 +453,9 @@ class Schedule:
             self._failures = 0
             self._last_error = None
             self.pusher.target.settle(None)
+            cost = self._count_answers() - answers
+            if result.info is not None and cost > 0:
+                self._push_cost = 0.7 * self._push_cost + 0.3 * cost
             return result
         finally:
             # A success counts the interval from its start; a failure its backoff from its end.
@@ -479,7 +496,10 @@ def open_schedule(spec: UploadSpec, *, token: str | None = None, every: float = 
     registry = MachineRegistry(f"{constants.ENDPOINT} {spec.repo_type} {spec.repo_id} {spec.revision}") \
         if machine and enabled else None
     pusher = Pusher(target, retry=retry, machine=registry, wait=wait)
-    return Schedule(pusher, every=every, enabled=enabled, membership=membership)
+    with STATE.lock:
+        if not isinstance(STATE.quota, Quota):
+            STATE.quota = Quota()
+    return Schedule(pusher, every=every, enabled=enabled, membership=membership, quota=STATE.quota)
 
 
 class ScheduleMember:

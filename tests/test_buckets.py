@@ -19,7 +19,7 @@ import pytest
 from hf_summary import HFSummaryWriter
 from hf_summary.testing import LocalHub
 
-from .helpers import scalars
+from .helpers import scalars, wait_until
 
 BUCKET = "local-user/live-logs"
 
@@ -137,3 +137,36 @@ def test_bucket_pushes_stay_within_the_request_quota(bucket_hub: LocalHub, tmp_p
     assert stats.api_rate_limited == 0 and stats.bucket_batches >= 2
     run = _read_back(bucket_hub, "tensorboard/steady", tmp_path / "dl")
     assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(1500)]
+
+
+_KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from hf_summary import HFSummaryWriter
+    handle, logdir = sys.argv[1], sys.argv[2]
+    writer = HFSummaryWriter(handle, logdir=logdir, commit_every=60)  # no scheduled push before the kill
+    for step in range(500):
+        writer.add_scalar("loss", step / 7, step)
+    writer.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_killed_runs_tail_reaches_the_bucket_through_its_guardian(bucket_hub: LocalHub, tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", _KILLED, f"hf://buckets/{BUCKET}", str(tmp_path / "killed")],
+                           env=_env(bucket_hub, tmp_path), capture_output=True, text=True, timeout=300)
+    assert child.returncode == -9, child.stderr[-3000:]
+    log = tmp_path / "killed" / ".hf_summary" / "guardian.log"
+    wait_until(lambda: log.exists() and "Pushed" in log.read_text(), timeout=240,
+               what="the guardian to push the killed run to the bucket")
+    run = _read_back(bucket_hub, "tensorboard/killed", tmp_path / "dl")
+    assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(500)]
+
+
+def test_every_value_reaches_the_bucket_once_through_30_percent_faults(bucket_hub: LocalHub, tmp_path: Path) -> None:
+    # 500s, 503s and lost answers (processed, then the connection closed) on every route: the CAS, the batch.
+    bucket_hub.set_faults(0.3, seed=7, kinds=("500", "503", "drop_after"))
+    _run(bucket_hub, tmp_path, ["-c", _RUN, f"hf://buckets/{BUCKET}", str(tmp_path / "faulty"), "3"])
+    bucket_hub.clear_faults()
+    assert bucket_hub.stats.faults_injected > 0
+    run = _read_back(bucket_hub, "tensorboard/faulty", tmp_path / "dl")
+    assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(300)]

@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from . import show  # imported here: `hf-summary show` needs TensorBoard, the other commands do not
 
-    show_parser = commands.add_parser("show", help="start TensorBoard on a logdir, or on a repo's logs (downloaded)")
+    show_parser = commands.add_parser("show", help="TensorBoard on a logdir, or live on a repo's or bucket's logs")
     show.add_arguments(show_parser)
     show_parser.set_defaults(command=_show)
     return parser
@@ -205,7 +205,7 @@ def _show(args: argparse.Namespace) -> int:
     except show.ShowError as error:
         raise CliError(str(error)) from None
     except KeyboardInterrupt:
-        print("hf-summary: interrupted; files already downloaded stay in the cache.", file=sys.stderr)
+        print("hf-summary: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -243,8 +243,7 @@ def _run_status(logdir: Path, args: argparse.Namespace) -> bool:
         if args.local:
             remote, where = {relpath: record.size for relpath, record in committed.items()}, "recorded"
         else:
-            remote, age = _on_the_hub(key, args.token)
-            where = "on the Hub" + (f", last commit {_ago(age)} ago" if age is not None else "")
+            remote, where = _on_the_hub(key, args.token)
         print(f"{logdir} -> {key} ({where})")
         print(f"  {'file':<64} {'on disk':>12} {'on the Hub' if not args.local else 'recorded':>12}")
         for relpath in sorted(set(on_disk) | set(remote)):
@@ -253,16 +252,46 @@ def _run_status(logdir: Path, args: argparse.Namespace) -> bool:
     return missing
 
 
-def _on_the_hub(key: str, token: str | None) -> tuple[dict[str, int], float | None]:
-    """The sizes of a target's files on the Hub, by path relative to the run folder, and the last commit's age."""
+def _on_the_hub(key: str, token: str | None) -> tuple[dict[str, int], str]:
+    """The sizes of a target's files on the Hub, by path relative to the run folder, and where and how fresh they are:
+    a repo's last commit, or (a bucket keeps no commits) when the run's newest file was uploaded to the bucket."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     repo_type, repo_id, revision, prefix = split_target_key(key)
+    if repo_type == "bucket":
+        return _in_the_bucket(repo_id, prefix, token)
     client = HubClient(RepoRef(repo_id, repo_type, revision), token=token, token_option="--token")
     try:
-        return client.file_sizes(prefix), client.last_commit_age()
+        sizes, age = client.file_sizes(prefix), client.last_commit_age()
     except (RepositoryNotFoundError, RevisionNotFoundError):
-        return {}, None
+        return {}, "on the Hub: no such repo or branch"
+    return sizes, "on the Hub" + (f", last commit {_ago(age)} ago" if age is not None else "")
+
+
+def _in_the_bucket(bucket_id: str, prefix: str, token: str | None) -> tuple[dict[str, int], str]:
+    """The sizes of the files under `prefix` in a bucket (one listing), and when the newest of them was uploaded."""
+    import time
+
+    from huggingface_hub import BucketFile, HfApi
+    from huggingface_hub.errors import BucketNotFoundError, EntryNotFoundError
+
+    from .upload.hub import _AuthErrors
+
+    folder = prefix.strip("/")
+    with _AuthErrors("list the bucket", token, "--token"):
+        try:
+            entries = list(HfApi(token=token).list_bucket_tree(bucket_id, prefix=folder or None, recursive=True))
+        except BucketNotFoundError:
+            return {}, "in the bucket: no such bucket"
+        except EntryNotFoundError:
+            entries = []
+    files = [entry for entry in entries
+             if isinstance(entry, BucketFile) and (not folder or entry.path.startswith(folder + "/"))]
+    sizes = {entry.path[len(folder) + 1 if folder else 0:]: entry.size for entry in files}
+    uploaded = [entry.uploaded_at.timestamp() for entry in files if entry.uploaded_at is not None]
+    if not uploaded:
+        return sizes, "in the bucket" + (", nothing uploaded yet" if not files else "")
+    return sizes, f"in the bucket, newest file uploaded {_ago(max(0.0, time.time() - max(uploaded)))} ago"
 
 
 def _ago(seconds: float) -> str:

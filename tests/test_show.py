@@ -1,4 +1,7 @@
-"""`hf-summary show`: TensorBoard started on a repo's logs (downloaded) or a local folder, queried over HTTP."""
+"""`hf-summary show`: TensorBoard started on a repo's logs (read through hf://) or a local folder, queried over HTTP.
+
+Live views (a value pushed after show started), offline views and signals: test_show_live.py.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ DEADLINE = 30.0  # seconds for TensorBoard to start and load the runs
 class Show:
     """`hf-summary show ...` in a subprocess, its output lines collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "hf_summary.cli", "show", *args],
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "hf_summary.cli", "show", *args], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
@@ -79,7 +82,7 @@ def _scalars(url: str, run: str, tag: str) -> list[tuple[int, float]]:
     return [(step, value) for _, step, value in _get_json(f"{url}data/plugin/scalars/scalars?{query}")]
 
 
-def test_show_repo_downloads_the_logs_and_serves_them(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+def test_show_repo_reads_the_logs_from_the_hub_and_serves_them(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
     with HFSummaryWriter(repo_id, logdir=str(tmp_path / "run-show"), commit_every=60) as writer:
         for step in range(5):
             writer.add_scalar("loss", 1.0 / (step + 1), step)
@@ -123,6 +126,8 @@ def _show_fails(*args: str) -> str:
 def test_show_errors_exit_2_and_say_what_to_do(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
     assert "not a local folder, and not a repo id" in _show_fails("not a folder!")
     assert f"no model repo '{repo_id}' was found" in _show_fails(repo_id)
+    assert f"no bucket '{repo_id}' was found" in _show_fails(f"hf://buckets/{repo_id}")
+    assert "A bucket has no revisions" in _show_fails(f"hf://buckets/{repo_id}", "--revision", "dev")
 
     with HFSummaryWriter(repo_id, logdir=str(tmp_path / "run"), path_in_repo="logs", commit_every=60) as writer:
         writer.add_scalar("x", 1.0, 0)

@@ -31,7 +31,7 @@ def validate_repo_id(repo_id: object) -> None:
     if not isinstance(repo_id, str) or not repo_id:
         raise ValueError(f"repo_id must be a non-empty string like 'username/my-run', got {repo_id!r}.")
     try:
-        hf_validate(repo_id)
+        hf_validate(repo_id.removeprefix(BUCKET_HANDLE))  # a bucket's name follows a repo's rules
     except HFValidationError as error:
         raise ValueError(f"Invalid repo_id {repo_id!r}: {error} Use the form 'username/my-run'.") from None
 

@@ -170,3 +170,12 @@ def test_every_value_reaches_the_bucket_once_through_30_percent_faults(bucket_hu
     assert bucket_hub.stats.faults_injected > 0
     run = _read_back(bucket_hub, "tensorboard/faulty", tmp_path / "dl")
     assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(300)]
+
+
+def test_the_integrations_take_a_bucket_handle(tmp_path: Path) -> None:
+    from hf_summary.integrations import HubTensorBoardLogger, HubTensorBoardTracker
+
+    assert HubTensorBoardTracker("run", str(tmp_path), repo_id=f"hf://buckets/{BUCKET}").repo_id.endswith(BUCKET)
+    assert HubTensorBoardLogger(str(tmp_path), repo_id=f"hf://buckets/{BUCKET}").repo_id.endswith(BUCKET)
+    with pytest.raises(ValueError, match="Invalid repo_id"):
+        HubTensorBoardTracker("run", str(tmp_path), repo_id="hf://buckets/not a name")

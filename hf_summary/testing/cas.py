@@ -51,7 +51,7 @@ from .storage import RepoKey
 from .xet import FileReconstruction, Term, XetStore, is_hash, parse_shard
 
 CAS_PREFIX = "/xet-cas"
-XET_TOKEN_TTL = 3600
+XET_TOKEN_TTL = 3600  # the default of `LocalHub(xet_token_ttl=...)`
 _FETCH_URL_TTL = 3600
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d+)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
@@ -73,7 +73,8 @@ def issue_token(state: HubState, key: RepoKey, *, write: bool) -> dict[str, Any]
 
     The token is signed rather than remembered, so it stays valid across a restart on the same root.
     """
-    exp = int(time.time()) + XET_TOKEN_TTL
+    exp = int(time.time() + state.xet_token_ttl)
+    state.stats.add("xet_tokens")
     claims = json.dumps({"t": key.repo_type, "r": key.repo_id, "w": write, "exp": exp}, separators=(",", ":"))
     payload = base64.urlsafe_b64encode(claims.encode()).decode()
     signature = hmac.new(state.signing_key, payload.encode(), hashlib.sha256).hexdigest()
@@ -97,6 +98,7 @@ def _check_token(state: HubState, authorization: str | None, *, write: bool) -> 
     except (ValueError, binascii.Error) as err:
         raise HubError(401, "Invalid Xet token") from err
     if claims["exp"] < time.time():
+        state.stats.add("xet_expired_tokens")
         raise HubError(401, "Expired Xet token")
     if write and not claims["w"]:
         raise HubError(403, "This Xet token is read-only")

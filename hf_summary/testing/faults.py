@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -25,6 +26,7 @@ class FaultConfig:
     kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
     retry_after: int = 1
     methods: frozenset[str] | None = None
+    paths: tuple[re.Pattern[str], ...] | None = None
 
 
 class FaultInjector:
@@ -50,6 +52,7 @@ class FaultInjector:
         retry_after: int,
         seed: int | None,
         methods: Collection[str] | None,
+        paths: Iterable[str] | None = None,
     ) -> None:
         """Replace the settings.
 
@@ -71,6 +74,7 @@ class FaultInjector:
                 kinds=kinds,
                 retry_after=retry_after,
                 methods=frozenset(m.upper() for m in methods) if methods is not None else None,
+                paths=tuple(re.compile(p) for p in paths) if paths is not None else None,
             )
             self._random = random.Random(seed)
             self._released.clear()
@@ -85,11 +89,13 @@ class FaultInjector:
         """Hold a request without answering until the faults are cleared (or `_HANG_LIMIT` passes)."""
         self._released.wait(_HANG_LIMIT)
 
-    def pick(self, method: str) -> str | None:
-        """The fault to inject into a request with this HTTP method, or None to serve it normally."""
+    def pick(self, method: str, path: str = "") -> str | None:
+        """The fault to inject into a request with this HTTP method and path, or None to serve it normally."""
         with self._lock:
             config = self._config
             if config.failure_rate <= 0 or (config.methods is not None and method.upper() not in config.methods):
+                return None
+            if config.paths is not None and not any(p.search(path) for p in config.paths):
                 return None
             if self._random.random() >= config.failure_rate:
                 return None
@@ -111,6 +117,8 @@ class HubStats:
         xet_xorb_bytes: Bytes of those xorbs, as sent (only new chunks, compressed): what dedup saves shows here.
         xet_shards: Shards uploaded to the Xet CAS (each describes the files of one upload).
         xet_reconstructions: Reconstruction requests to the Xet CAS: downloads through Xet (one per range asked).
+        xet_tokens: Xet access tokens issued (read and write): a client refreshing its token asks again.
+        xet_expired_tokens: CAS requests refused with 401 because their Xet token had expired.
         faults_injected: Requests answered with an injected fault.
         rate_limited: Commits refused with 429 because the repository's commit quota (`commit_limit`) was used up.
             Injected "429" faults are counted in `faults_injected`, not here.
@@ -131,6 +139,8 @@ class HubStats:
     xet_xorb_bytes: int = 0
     xet_shards: int = 0
     xet_reconstructions: int = 0
+    xet_tokens: int = 0
+    xet_expired_tokens: int = 0
     faults_injected: int = 0
     rate_limited: int = 0
     limit_rejections: int = 0
@@ -173,6 +183,8 @@ class StatsRecorder:
                 xet_xorb_bytes=self._counters["xet_xorb_bytes"],
                 xet_shards=self._counters["xet_shards"],
                 xet_reconstructions=self._counters["xet_reconstructions"],
+                xet_tokens=self._counters["xet_tokens"],
+                xet_expired_tokens=self._counters["xet_expired_tokens"],
                 faults_injected=self._counters["faults_injected"],
                 rate_limited=self._counters["rate_limited"],
                 limit_rejections=self._counters["limit_rejections"],

@@ -54,6 +54,9 @@ class LocalHub:
         xet: Speak Xet. None (the default): on unless the `HF_HUB_DISABLE_XET` environment variable is set (as
             huggingface_hub reads it), so that a client and a server started from the same environment agree. Off,
             the server answers exactly as before Xet: no token routes, no CAS, no Xet headers or `xetHash`.
+        xet_token_ttl: Seconds a Xet access token is valid; None: an hour, as on the Hub. A CAS request with an
+            expired token is refused with 401 (counted in `stats.xet_expired_tokens`), and the client asks for a new
+            one (`stats.xet_tokens`): shorten it to see tokens expire during a run.
 
     Example:
         ```python
@@ -79,6 +82,7 @@ class LocalHub:
         max_files_per_commit: int | None = None,
         max_folder_entries: int | None = None,
         xet: bool | None = None,
+        xet_token_ttl: float | None = None,
     ):
         self._xet = not _env_flag("HF_HUB_DISABLE_XET") if xet is None else xet
         self._owns_root = root is None
@@ -103,6 +107,10 @@ class LocalHub:
                 )
             ),
         )
+        if xet_token_ttl is not None:
+            if xet_token_ttl <= 0:
+                raise ValueError(f"xet_token_ttl must be > 0, got {xet_token_ttl}")
+            self._state.xet_token_ttl = xet_token_ttl
         self._lifecycle = threading.Lock()
         self._server: HubHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -246,6 +254,7 @@ class LocalHub:
         retry_after: int = 1,
         seed: int | None = None,
         methods: Collection[str] | None = None,
+        paths: Iterable[str] | None = None,
     ) -> None:
         """Make requests fail at random, and/or slow every request down.
 
@@ -259,12 +268,15 @@ class LocalHub:
             retry_after: Seconds announced in the `Retry-After` header of 429 responses.
             seed: Seed of the random generator, for reproducible fault sequences.
             methods: Only requests with these HTTP methods (e.g. {"POST"}) can fail; None means all.
+            paths: Only requests whose path (query included) matches one of these regular expressions (searched,
+                e.g. `r"^/xet-cas/"` for the Xet CAS, `r"/commit/"` for commits) can fail; None means all.
 
         Raises:
             ValueError: invalid rate, latency or kinds.
         """
         self._state.faults.configure(
-            failure_rate, latency=latency, kinds=kinds, retry_after=retry_after, seed=seed, methods=methods
+            failure_rate, latency=latency, kinds=kinds, retry_after=retry_after, seed=seed, methods=methods,
+            paths=paths,
         )
 
     def clear_faults(self) -> None:

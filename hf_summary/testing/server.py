@@ -134,7 +134,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             config = state.faults.config
             if config.latency > 0:
                 time.sleep(config.latency)
-            fault = state.faults.pick(self.command)
+            fault = state.faults.pick(self.command, self.path)
             if fault is not None and fault != "drop_after":
                 self._drain_body()
                 state.stats.add("faults_injected")

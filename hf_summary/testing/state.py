@@ -27,6 +27,7 @@ class HubState:
     endpoint: str = ""
     fake_commits: int = 0  # commits still to answer "200, committed" without committing anything (a lying server)
     xet: XetStore | None = None  # None: Xet is off (no tokens, no CAS, no Xet headers), as with HF_HUB_DISABLE_XET
+    xet_token_ttl: float = 3600.0  # seconds a Xet access token is valid (the Hub's: an hour)
     buckets: BucketStore | None = None  # Storage Buckets; None only for a state built without them
 
     def xet_hash(self, entry: FileEntry) -> str | None:

@@ -6,7 +6,11 @@ import functools
 import io
 import logging
 import os
+import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -44,6 +48,130 @@ class _FromOurThreads(logging.Filter):
 def _quiet_client_logs() -> None:
     for name in _CLIENT_LOGGERS:
         logging.getLogger(name).addFilter(_FromOurThreads())
+
+
+_OURS = threading.local()  # what this thread's Hub calls are: `quiet` (no bars), `own_session` (our Xet session)
+
+
+@functools.cache
+def _install_hooks() -> None:
+    """Two answers of huggingface_hub that our own calls change, and only they: its Xet bars, and its Xet session.
+
+    `_commit_api._upload_xet_files` (huggingface_hub 2.4.0, lines 552-684) looks both up at each call:
+    - `huggingface_hub.utils.are_progress_bars_disabled()` (lines 652-655): unless it says bars are off, it draws
+      "Processing Files", "New Data Upload" and "Validating" bars on stderr, on a terminal or not, through
+      `XetUploadProgressReporter`. Without the reporter hf_xet gets no progress callback and draws nothing itself.
+    - `huggingface_hub.utils._xet.get_xet_session()` (line 643): the process's one `hf_xet.XetSession`, whose shard
+      cache (under HF_XET_CACHE) may promise chunks a CAS no longer has (`_OwnXetSession`).
+    Each answer changes only in a thread inside one of our calls (`_our_calls`); every other call, in any thread,
+    gets huggingface_hub's own (HF_HUB_DISABLE_PROGRESS_BARS, `disable_progress_bars()`, its session), and the
+    user's settings are left as they are.
+    """
+    from huggingface_hub import utils
+    from huggingface_hub.utils import _xet
+
+    disabled = utils.are_progress_bars_disabled
+    if not getattr(disabled, "_hf_summary", False):  # not installed already (a module reloaded)
+        @functools.wraps(disabled)
+        def are_progress_bars_disabled(name: str | None = None) -> bool:
+            return bool(getattr(_OURS, "quiet", False)) or disabled(name)
+
+        are_progress_bars_disabled._hf_summary = True  # type: ignore[attr-defined]
+        utils.are_progress_bars_disabled = are_progress_bars_disabled
+
+    get_session = _xet.get_xet_session
+    if not getattr(get_session, "_hf_summary", False):
+        @functools.wraps(get_session)
+        def get_xet_session() -> Any:
+            own = _OWN_SESSION.get() if getattr(_OURS, "own_session", False) else None
+            return own if own is not None else get_session()
+
+        get_xet_session._hf_summary = True  # type: ignore[attr-defined]
+        _xet.get_xet_session = get_xet_session
+
+
+@contextmanager
+def _our_calls(*, quiet: bool) -> Iterator[None]:
+    """The Hub calls this thread makes in this block are ours: no bar if `quiet`, our Xet session if we have one."""
+    _install_hooks()
+    before = (getattr(_OURS, "quiet", False), getattr(_OURS, "own_session", False))
+    _OURS.quiet, _OURS.own_session = quiet, True
+    try:
+        yield
+    finally:
+        _OURS.quiet, _OURS.own_session = before
+
+
+class _OwnXetSession:
+    """A Xet session of ours, with a shard cache of its own, for when the shared one promised chunks the CAS lacks.
+
+    hf_xet remembers in its shard cache (HF_XET_CACHE, by CAS address) the chunks it uploaded, and sends only a
+    shard for a file whose chunks it remembers. If the CAS lost them (restored, or restarted empty at the same
+    address), the CAS refuses that shard (400), and every later push of this content is refused the same way: the
+    cache never forgets. Once a refusal is seen, our calls in this process go through a session whose shard cache
+    starts empty, in a folder of ours removed at exit; the user's own calls keep huggingface_hub's session.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._pid: int | None = None
+        self._folders: list[str] = []
+
+    def get(self) -> Any:
+        with self._lock:
+            return self._session if self._pid == os.getpid() else None  # not a parent's, after a fork
+
+    def _remove_folders(self) -> None:
+        import shutil
+
+        for folder in self._folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def renew(self) -> None:
+        import atexit
+        import tempfile
+
+        import hf_xet  # type: ignore[import-untyped]
+        from huggingface_hub import constants
+
+        with self._lock:
+            os.makedirs(constants.HF_XET_CACHE, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix="hf_summary-shards-", dir=constants.HF_XET_CACHE)
+            if not self._folders:
+                atexit.register(self._remove_folders)
+            self._folders.append(folder)
+            config = hf_xet.XetConfig().with_config({
+                "shard.cache_subdir": os.path.join(folder, "shard-cache"),  # absolute: replaces the shared one
+                "session.dir_name": os.path.join(folder, "shard-session"),
+            })
+            self._session, self._pid = hf_xet.XetSession(config), os.getpid()
+
+
+_OWN_SESSION = _OwnXetSession()
+# hf_xet's error for a refused shard upload, e.g. "Network error: Request error: HTTP status client error (400 Bad
+# Request), domain: https://cas.example/v1/shards"
+_SHARD_REFUSED = re.compile(r"client error \((4\d\d)\b[^)]*\).*/shards\b", re.DOTALL)
+
+
+def _shard_refused(error: BaseException) -> bool:
+    """Whether an upload failed because the CAS refused a shard for good (not for the token, or a rate limit)."""
+    cause: BaseException | None = error
+    for _ in range(8):  # the error and its causes
+        if cause is None:
+            break
+        match = _SHARD_REFUSED.search(str(cause))
+        if match and int(match.group(1)) not in (401, 403, 408, 429):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _xet_path(operations: list[CommitOperationAdd]) -> bool:
+    """Whether huggingface_hub uploads these operations through Xet (what `_commit_api._upload_files` decides)."""
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    return is_xet_available() and not any(isinstance(op.path_or_fileobj, io.BufferedIOBase) for op in operations)
 
 
 def token_source(token: str | None, option: str = "`token=`") -> str | None:
@@ -162,11 +290,13 @@ class HubClient:
         t = self.repo
         card = None if self._card_checked else self._card_operation()
         operations = [*operations, *([card] if card else [])]
-        with self._auth_errors("commit"):
-            # One file per upload call: huggingface_hub draws a progress bar on stderr for a batch of several LFS
-            # files, and that would land in the training log at every push.
-            for batch in [operations] if self._batch_uploads else [[operation] for operation in operations]:
-                self.api.preupload_lfs_files(t.repo_id, additions=batch, repo_type=t.repo_type, revision=t.revision)
+        with self._auth_errors("commit"), _our_calls(quiet=not self._batch_uploads):
+            # Legacy LFS: one file per upload call, as huggingface_hub draws a bar on stderr for a batch of several
+            # LFS files, and that would land in the training log at every push. Xet: one upload of all the files
+            # (one token, one shard), its bars switched off for this thread by `_our_calls`.
+            one_batch = self._batch_uploads or _xet_path(operations)
+            for batch in [operations] if one_batch else [[operation] for operation in operations]:
+                self._upload(batch)
             info = self.api.create_commit(
                 t.repo_id, operations=operations, commit_message=message, repo_type=t.repo_type, revision=t.revision
             )
@@ -185,6 +315,20 @@ class HubClient:
                 raise CommitNotConfirmed(f"Could not confirm commit {info.oid} on {t.revision}: {error}") from error
         self._card_checked = True
         return info
+
+    def _upload(self, operations: list[CommitOperationAdd]) -> None:
+        """Upload the content of `operations` (once per content: the Hub, or its CAS, may have it already)."""
+        t = self.repo
+        try:
+            self.api.preupload_lfs_files(t.repo_id, additions=operations, repo_type=t.repo_type, revision=t.revision)
+        except Exception as error:
+            if not _shard_refused(error):
+                raise
+            # The CAS lacks chunks the Xet shard cache says it has: again at once, with a cache of our own.
+            logger.info("The Xet storage refused an upload of %s (%s): uploading again without the shard cache",
+                        t.repo_id, error)
+            _OWN_SESSION.renew()
+            self.api.preupload_lfs_files(t.repo_id, additions=operations, repo_type=t.repo_type, revision=t.revision)
 
     def _confirm(self, operations: list[CommitOperationAdd], info: CommitInfo) -> None:
         """Check that the branch holds what the commit sent, before anything is recorded as committed.

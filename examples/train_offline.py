@@ -19,17 +19,22 @@ from hf_summary.testing import LocalHub
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     work = Path(tempfile.mkdtemp(prefix="hf_summary-demo-"))
-    with LocalHub(root=work / "hub") as hub:
-        # The client reads these when it is imported: set them first. (Xet needs a storage service this
-        # local server does not run; against the real Hub, leave it enabled.)
-        os.environ.update(hub.env())
+    with LocalHub(root=work / "hub", xet=True) as hub:
+        # The client reads these when it is imported: set them first. Uploads go through Xet, as against the Hub;
+        # the Xet cache is the demo's own (hf_xet keys it by the server's address and trusts what it holds).
+        os.environ.pop("HF_HUB_DISABLE_XET", None)
+        os.environ.update(hub.env(xet=True))
         os.environ["HF_HOME"] = str(work / "hf_home")
+        os.environ["HF_XET_CACHE"] = str(work / "xet_cache")
         print(f"Local Hub server at {hub.endpoint}")
         repo_id = f"{hub.user}/demo-run"
         logdir = work / "runs" / "mlp"
         train(repo_id, logdir)
+        stats = hub.stats
+        print(f"Sent through Xet: {stats.xet_xorbs} xorbs ({stats.xet_xorb_bytes / 1e3:.0f} kB, new chunks only), "
+              f"{stats.xet_shards} shards; {stats.lfs_uploads} legacy LFS uploads")
         show(repo_id, f"tensorboard/{logdir.name}", work / "download")
-    for scratch in ("hub", "download", "hf_home"):  # the server's files and the copies: only the run stays
+    for scratch in ("hub", "download", "hf_home", "xet_cache"):  # the server's files, the copies: only the run stays
         shutil.rmtree(work / scratch, ignore_errors=True)
     print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  hf-summary show {logdir}")
 

@@ -1,12 +1,16 @@
 """One local Hub server for the whole test session, started before huggingface_hub is imported.
 
-huggingface_hub reads HF_ENDPOINT (and HF_HUB_DISABLE_XET) once, at import: the environment must point at the server
-before any test module imports it.
+huggingface_hub reads HF_ENDPOINT and HF_HUB_DISABLE_XET once, at import: the environment must point at the server
+before any test module imports it. The suite runs the way users' clients run, with Xet on: the server speaks Xet and
+the client uploads through it. `HF_HUB_DISABLE_XET=1 python -m pytest` runs the suite on the legacy LFS path instead
+(server and client agree: the server follows the same variable); `test_xet_off.py` runs the key upload tests that
+way within the default run.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import shutil
@@ -19,12 +23,19 @@ import pytest
 from hf_summary.testing import LocalHub
 
 _HOME = tempfile.mkdtemp(prefix="hf_summary-tests-")
-HUB = LocalHub(root=Path(_HOME) / "hub").start()
-os.environ.update(HUB.env())
+HUB = LocalHub(root=Path(_HOME) / "hub").start()  # speaks Xet unless HF_HUB_DISABLE_XET is set
+XET = HUB.xet
+os.environ.pop("HF_HUB_DISABLE_XET", None)
+os.environ.update(HUB.env(xet=XET))  # sets HF_HUB_DISABLE_XET=1 only when the server does not speak Xet
 os.environ["HF_HOME"] = str(Path(_HOME) / "hf_home")
+os.environ["HF_XET_CACHE"] = str(Path(_HOME) / "xet-cache" / "session")  # each test gets its own: `_xet_cache`
 os.environ.pop("HF_HUB_OFFLINE", None)
 
+# Set by test_xet_off.py in the pytest it runs: where this session writes its server's traffic counters at the end.
+STATS_FILE_VARIABLE = "HF_SUMMARY_TEST_HUB_STATS"
+
 _names = itertools.count()
+_xet_caches = itertools.count()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,9 +44,32 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.basetemp = str(Path(_HOME) / "tmp")
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"upload path: {'Xet' if XET else 'legacy LFS (HF_HUB_DISABLE_XET)'}, local Hub at {HUB.endpoint}"
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stats_file = os.environ.get(STATS_FILE_VARIABLE)
+    if stats_file:
+        stats = HUB.stats
+        Path(stats_file).write_text(json.dumps({
+            "xet": XET, "lfs_uploads": stats.lfs_uploads, "xet_xorbs": stats.xet_xorbs,
+            "xet_shards": stats.xet_shards, "commits": stats.commits,
+        }))
     HUB.stop()
     shutil.rmtree(_HOME, ignore_errors=True)  # the suite leaves nothing in the system temp folder
+
+
+@pytest.fixture(autouse=True)
+def _xet_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Xet cache of its own for each test, as a fresh machine has.
+
+    hf_xet keys its shard cache by the server's address and trusts it: with a shared cache, a test that starts its
+    own LocalHub (or one on a port a previous server used) would have the client skip chunks that server never
+    received. hf_xet reads HF_XET_CACHE at each upload, not once per process, and child processes inherit it.
+    The folder is only named here; hf_xet creates it if the test uploads.
+    """
+    monkeypatch.setenv("HF_XET_CACHE", str(Path(_HOME) / "xet-cache" / str(next(_xet_caches))))
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd
@@ -50,6 +50,8 @@ def _quiet_client_logs() -> None:
         logging.getLogger(name).addFilter(_FromOurThreads())
 
 
+T = TypeVar("T")
+
 _OURS = threading.local()  # what this thread's Hub calls are: `quiet` (no bars), `own_session` (our Xet session)
 
 
@@ -63,7 +65,7 @@ def _install_hooks() -> None:
       `XetUploadProgressReporter`. Without the reporter hf_xet gets no progress callback and draws nothing itself.
     - `huggingface_hub.utils._xet.get_xet_session()` (line 643): the process's one `hf_xet.XetSession`, whose shard
       cache (under HF_XET_CACHE) may promise chunks a CAS no longer has (`_OwnXetSession`).
-    Each answer changes only in a thread inside one of our calls (`_our_calls`); every other call, in any thread,
+    Each answer changes only in a thread inside one of our calls (`our_calls`); every other call, in any thread,
     gets huggingface_hub's own (HF_HUB_DISABLE_PROGRESS_BARS, `disable_progress_bars()`, its session), and the
     user's settings are left as they are.
     """
@@ -91,7 +93,7 @@ def _install_hooks() -> None:
 
 
 @contextmanager
-def _our_calls(*, quiet: bool) -> Iterator[None]:
+def our_calls(*, quiet: bool) -> Iterator[None]:
     """The Hub calls this thread makes in this block are ours: no bar if `quiet`, our Xet session if we have one."""
     _install_hooks()
     before = (getattr(_OURS, "quiet", False), getattr(_OURS, "own_session", False))
@@ -165,6 +167,20 @@ def _shard_refused(error: BaseException) -> bool:
             return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def recovering_xet(upload: Callable[[], T], *, what: str) -> T:
+    """Make an upload of ours; if the CAS lacks chunks the Xet shard cache says it has, again at once with a shard
+    cache of our own (`_OwnXetSession`)."""
+    try:
+        return upload()
+    except Exception as error:
+        if not _shard_refused(error):
+            raise
+        logger.info("The Xet storage refused an upload to %s (%s): uploading again without the shard cache", what,
+                    error)
+        _OWN_SESSION.renew()
+        return upload()
 
 
 def _xet_path(operations: list[CommitOperationAdd]) -> bool:
@@ -290,10 +306,10 @@ class HubClient:
         t = self.repo
         card = None if self._card_checked else self._card_operation()
         operations = [*operations, *([card] if card else [])]
-        with self._auth_errors("commit"), _our_calls(quiet=not self._batch_uploads):
+        with self._auth_errors("commit"), our_calls(quiet=not self._batch_uploads):
             # Legacy LFS: one file per upload call, as huggingface_hub draws a bar on stderr for a batch of several
             # LFS files, and that would land in the training log at every push. Xet: one upload of all the files
-            # (one token, one shard), its bars switched off for this thread by `_our_calls`.
+            # (one token, one shard), its bars switched off for this thread by `our_calls`.
             one_batch = self._batch_uploads or _xet_path(operations)
             for batch in [operations] if one_batch else [[operation] for operation in operations]:
                 self._upload(batch)
@@ -319,16 +335,8 @@ class HubClient:
     def _upload(self, operations: list[CommitOperationAdd]) -> None:
         """Upload the content of `operations` (once per content: the Hub, or its CAS, may have it already)."""
         t = self.repo
-        try:
-            self.api.preupload_lfs_files(t.repo_id, additions=operations, repo_type=t.repo_type, revision=t.revision)
-        except Exception as error:
-            if not _shard_refused(error):
-                raise
-            # The CAS lacks chunks the Xet shard cache says it has: again at once, with a cache of our own.
-            logger.info("The Xet storage refused an upload of %s (%s): uploading again without the shard cache",
-                        t.repo_id, error)
-            _OWN_SESSION.renew()
-            self.api.preupload_lfs_files(t.repo_id, additions=operations, repo_type=t.repo_type, revision=t.revision)
+        recovering_xet(lambda: self.api.preupload_lfs_files(t.repo_id, additions=operations, repo_type=t.repo_type,
+                                                            revision=t.revision), what=t.repo_id)
 
     def _confirm(self, operations: list[CommitOperationAdd], info: CommitInfo) -> None:
         """Check that the branch holds what the commit sent, before anything is recorded as committed.

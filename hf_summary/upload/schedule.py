@@ -489,7 +489,8 @@ def open_schedule(spec: UploadSpec, *, token: str | None = None, every: float = 
 
     target: Target
     if spec.repo_type == "bucket":
-        target = BucketTarget(spec.repo_id, token=token, private=spec.private, token_option=token_option)
+        target = BucketTarget(spec.repo_id, token=token, private=spec.private, interactive=interactive,
+                              token_option=token_option)
     else:
         client = HubClient(spec.repo(), token=token, batch_uploads=interactive, token_option=token_option)
         target = RepoTarget(client, max_commits_per_hour=max_commits_per_hour)

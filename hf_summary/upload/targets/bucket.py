@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import PartlySent, http_status, root_cause
-from ..hub import _AuthErrors, quiet_operation
+from ..hub import _AuthErrors, our_calls, quiet_operation, recovering_xet
 from ..plan import read_prefix
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class BucketTarget:
         bucket_id: `namespace/name`.
         token: the token, or None for the one huggingface_hub finds.
         private: create the bucket private when it does not exist.
+        interactive: a person waits for the push (`hf-summary sync`): huggingface_hub's bars show.
         token_option: how the user passes a token here (`token=`, `--token`), for error messages.
         clock: seconds on a monotonic clock.
 
@@ -58,7 +59,8 @@ class BucketTarget:
     """
 
     def __init__(self, bucket_id: str, *, token: str | None = None, private: bool | None = None,
-                 token_option: str = "`token=`", clock: Callable[[], float] = time.monotonic) -> None:
+                 interactive: bool = False, token_option: str = "`token=`",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         from huggingface_hub import HfApi
 
         from ... import __version__
@@ -67,6 +69,7 @@ class BucketTarget:
         self.api = HfApi(token=token, library_name="hf_summary", library_version=__version__)
         self._token = token
         self._private = private
+        self._interactive = interactive
         self._token_option = token_option
         self._clock = clock
         self._ready = False
@@ -117,7 +120,8 @@ class BucketTarget:
         from huggingface_hub.errors import BucketBatchError
 
         receipt = BatchReceipt(f"batch-{os.getpid()}-{next(self._batches)}")
-        with _AuthErrors("write to the bucket", self._token, self._token_option):
+        quiet = not self._interactive  # background pushes draw no bar
+        with _AuthErrors("write to the bucket", self._token, self._token_option), our_calls(quiet=quiet):
             longer = self._longer_on_the_bucket(operations)
             if longer:
                 logger.info("Not overwriting %d file(s) of %s that the bucket holds longer: %s", len(longer),
@@ -127,7 +131,8 @@ class BucketTarget:
                 if op.path_in_repo not in longer and isinstance(op.path_or_fileobj, str | bytes)]
             try:
                 if add:
-                    self.api.batch_bucket_files(self.bucket_id, add=list(add))
+                    recovering_xet(lambda: self.api.batch_bucket_files(self.bucket_id, add=list(add)),
+                                   what=self.bucket_id)
             except BucketBatchError as error:
                 failed = {failure.get("path", "") for failure in error.failures}
                 raise PartlySent(receipt, failed, error) from error

@@ -26,9 +26,18 @@ MAX_FILES_PER_COMMIT = 100
 MAX_COMMITS_PER_HOUR = 60
 
 QUEUE_SIZE = 10_000  # events waiting in memory before logging blocks
-# Small on purpose: the Hub replaces a file whole, so the file still growing is re-sent at each push. Closing it at
-# the first push past this size makes a commit send the new bytes plus at most this much again.
+# Where an event file rolls (`max_file_size`), per upload path; measured with benchmarks/bench_upload_bytes.py.
+# Legacy LFS (HF_HUB_DISABLE_XET=1): small on purpose. The Hub replaces a file whole, so the file still growing is
+# re-sent at each push; closing it at the first push past this size makes a commit send the new bytes plus at most
+# this much again.
 MAX_FILE_SIZE = 1024 * 1024
+# Xet (every user's client): a push sends only the growing file's new chunks, whatever its size, so the roll size is
+# set by what else grows with it: files per folder (the Hub refuses more than 10 000; with the doubling every 1 000
+# files, a run folder reaches about 6 900 files after a terabyte here, 9 900 at 1 MiB), and against that the bytes of
+# small pushes (Xet re-sends a grown file's last chunk and its reconstruction: 150 KB pushes cost 1.07x the bytes
+# logged at 1 MiB, 1.15x at 8 MiB, 1.18x from 16 MiB), the memory (the prefix goes up as bytes) and the hashing of a
+# push. Must stay well below MAX_PREFIX_IN_MEMORY.
+MAX_FILE_SIZE_XET = 8 * 1024 * 1024
 
 # With Xet (every user's client), the valid prefix of a file still growing goes up as bytes read into memory: Xet
 # takes paths and bytes, not file objects. Our own writer rolls its files before a push, so what it still appends to

@@ -120,8 +120,10 @@ def validate_arguments(
     validate_path_in_repo(path_in_repo)
     validate_patterns("repo_allow_patterns", allow_patterns)
     validate_patterns("repo_ignore_patterns", ignore_patterns)
-    if isinstance(max_file_size, bool) or not isinstance(max_file_size, int) or max_file_size <= 0:
-        raise ValueError(f"max_file_size must be a positive number of bytes, got {max_file_size!r}.")
+    if max_file_size is not None and (isinstance(max_file_size, bool) or not isinstance(max_file_size, int)
+                                      or max_file_size <= 0):
+        raise ValueError(f"max_file_size must be a positive number of bytes (or None: the upload path's default), "
+                         f"got {max_file_size!r}.")
     if isinstance(close_timeout, bool) or not isinstance(close_timeout, numbers.Real) or float(close_timeout) < 0:
         raise ValueError(f"close_timeout must be a number of seconds >= 0, got {close_timeout!r}.")
     if isinstance(push_timeout, bool) or not isinstance(push_timeout, numbers.Real) or not float(push_timeout) > 0:

@@ -54,7 +54,9 @@ class HFSummaryWriter(LocalSummaryWriter):
         repo_ignore_patterns: files matching these are not pushed.
         token: the Hub token; defaults to the one huggingface_hub finds (HF_TOKEN, `hf auth login`).
         max_file_size: an event file that reaches this size (bytes) is closed at the next push and a new one
-            started, so each closed file is uploaded once and a push re-sends at most this much. Defaults to 1 MiB.
+            started, so each closed file is uploaded once. None (the default): the upload path's own size, 8 MiB
+            with Xet (huggingface_hub's default: a push sends only the new chunks of the file still growing), 1 MiB
+            with Xet off (`HF_HUB_DISABLE_XET=1`: a push re-sends that file whole, so at most this much).
         queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
         close_timeout: seconds `close()` waits for the final push. Defaults to 60.
         hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
@@ -97,7 +99,7 @@ class HFSummaryWriter(LocalSummaryWriter):
         repo_allow_patterns: list[str] | str | None = defaults.ALLOW_PATTERNS,
         repo_ignore_patterns: list[str] | str | None = None,
         token: str | None = None,
-        max_file_size: int = defaults.MAX_FILE_SIZE,
+        max_file_size: int | None = None,
         queue_size: int = defaults.QUEUE_SIZE,
         close_timeout: float = defaults.CLOSE_TIMEOUT,
         hub_timeout: float = defaults.HUB_TIMEOUT,
@@ -292,7 +294,7 @@ class _Live:
         events = writer._events if writer is not None else None
         if writer is not None and events is not None and not events.closed:
             try:
-                events.flush(roll_size=writer.max_file_size)
+                events.flush(roll_size=writer.max_file_size or _default_max_file_size())
             except OSError as error:
                 # One run folder that cannot be written (the writer thread logged which) must not keep the others,
                 # and what was logged before, from the Hub.
@@ -301,6 +303,13 @@ class _Live:
     def open_event_files(self) -> list[Path]:
         writer = self._writer()
         return writer._open_event_files() if writer is not None else []
+
+
+def _default_max_file_size() -> int:
+    """The roll size of a writer given no `max_file_size`: the default of the path huggingface_hub uploads through."""
+    from huggingface_hub.utils._runtime import is_xet_available  # what `_upload_files` asks; the push imported it
+
+    return defaults.MAX_FILE_SIZE_XET if is_xet_available() else defaults.MAX_FILE_SIZE
 
 
 def _global_rank() -> int:

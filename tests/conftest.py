@@ -30,6 +30,9 @@ os.environ.update(HUB.env(xet=XET))  # sets HF_HUB_DISABLE_XET=1 only when the s
 os.environ["HF_HOME"] = str(Path(_HOME) / "hf_home")
 os.environ["HF_XET_CACHE"] = str(Path(_HOME) / "xet-cache" / "session")  # each test gets its own: `_xet_cache`
 os.environ.pop("HF_HUB_OFFLINE", None)
+# hf_xet waits 3 s before its first retry of a failed request, doubling: the tests that inject faults on every route
+# would spend minutes waiting. A shorter first delay keeps its retries, and the suite inside CI's time.
+os.environ.setdefault("HF_XET_CLIENT_RETRY_BASE_DELAY", "300ms")
 
 # Set by test_xet_off.py in the pytest it runs: where this session writes its server's traffic counters at the end.
 STATS_FILE_VARIABLE = "HF_SUMMARY_TEST_HUB_STATS"

@@ -16,6 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from hf_summary import HFSummaryWriter
+from hf_summary.testing import LocalHub
+
 from .conftest import STATS_FILE_VARIABLE
 
 TESTS = Path(__file__).parent
@@ -34,6 +39,7 @@ KEY_TESTS = [
     "test_writer_core.py::test_all_kinds_round_trip_through_the_hub",
     "test_writer_core.py::test_trigger_contains_the_scalar_logged_just_before",
     "test_reliability.py::test_periodic_pushes_print_nothing_in_the_training_log[0.0]",
+    "test_xet_off.py::test_a_writer_rolls_at_the_default_size_of_its_upload_path",
 ]
 
 
@@ -56,3 +62,17 @@ def test_key_upload_tests_pass_on_the_legacy_lfs_path(tmp_path: Path) -> None:
     stats = json.loads(stats_file.read_text())
     assert stats["xet"] is False, stats
     assert stats["lfs_uploads"] > 0 and stats["xet_xorbs"] == 0 and stats["xet_shards"] == 0, stats
+
+
+def test_a_writer_rolls_at_the_default_size_of_its_upload_path(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+    """8 MiB with Xet (a push sends only new chunks), 1 MiB without (a push re-sends the growing file whole)."""
+    rng = np.random.default_rng(0)
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, crash_upload=False) as writer:
+        assert writer.max_file_size is None
+        for step in range(2):  # about 1.2 MB a step: random pixels that PNG cannot compress
+            writer.add_image("noise", rng.integers(0, 256, (3, 640, 640), dtype="uint8"), step)
+            writer.scheduler.trigger().result(timeout=120)
+    files = sorted(p.name for p in logdir.iterdir() if "tfevents" in p.name)
+    # The first push finds 1.2 MB: past 1 MiB the file rolls, below 8 MiB it grows on.
+    assert len(files) == (1 if hub.xet else 2), files
+    assert set(files) <= {path.rsplit("/", 1)[-1] for path in hub.repo_files(repo_id)}

@@ -550,3 +550,28 @@ def test_scheduled_pushes_widen_to_what_the_quota_allows(tmp_path: Path) -> None
     committer.step()
     # 140 left, 100 kept in reserve: 20 pushes of 2 requests in 300 s, one every 15 s instead of 3.
     assert clock.waits == [pytest.approx(15.0)] and len(client.commits) == 1
+
+
+def test_the_quota_leaves_the_other_machines_their_pace() -> None:
+    from hf_summary.upload.quota import Quota
+
+    clock = FakeClock()
+    quota = Quota(clock=clock)
+
+    def answer(remaining: int, reset_in: int) -> None:
+        headers = {"RateLimit": f'"api";r={remaining};t={reset_in}',
+                   "RateLimit-Policy": '"fixed window";"api";q=1000;w=300'}
+        ours = threading.Thread(target=quota.observe, args=(_Response(200, headers),), name="hf_summary-committer")
+        ours.start()
+        ours.join()
+
+    answer(900, 300)
+    alone = quota.spacing(2)
+    clock.now += 10
+    answer(849, 290)  # 51 fewer for our one request: the others spent 50 in 10 s
+    assert quota.others_rate == pytest.approx(0.3 * 5.0)
+    # 849 - 100 reserved - 1.5/s x 290 s for the others: 314 left for pushes of 2 requests in 290 s.
+    assert quota.spacing(2) == pytest.approx(290 / ((849 - 100 - 1.5 * 290) / 2)) and quota.spacing(2) > alone
+    clock.now += 300
+    answer(1000, 300)  # a new window: nothing to compare with the last reading
+    assert quota.others_rate == pytest.approx(1.5) and quota.remaining == 1000

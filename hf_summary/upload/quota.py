@@ -5,8 +5,9 @@ huggingface_hub 2.4 `utils/_http.parse_ratelimit_headers`), for fixed 5-minute w
 a free account. A sweep pushing to a bucket every few seconds from many processes would spend it and meet 429s. So
 the answers to our pushes are read as they arrive (a response hook on huggingface_hub's shared client that only
 reads headers, and only of requests made by our threads), and the schedule spaces pushes so that the requests a
-push costs fit in what remains of the window, with a reserve left for the user's own calls. Near the end of the
-quota freshness degrades; nothing is dropped.
+push costs fit in what remains of the window once the user's other processes and machines have spent theirs (their
+pace is read from how fast the remaining count falls), with a reserve left for the user's own calls. Near the end
+of the quota freshness degrades; nothing is dropped.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class Quota:
         self.remaining: int | None = None
         self.limit: int | None = None
         self.reset_at = 0.0  # a clock() value: when the window's quota comes back
+        # Requests a second that the user's other processes and machines spend from the same quota: what the
+        # remaining count fell by between two of our answers, less our own requests meanwhile.
+        self.others_rate = 0.0
+        self._last: tuple[float, int, int] | None = None  # clock(), remaining, our requests: at the last reading
 
     def observe(self, response: Any) -> None:
         """Read one answer's RateLimit headers, if the request was ours (a response hook of huggingface_hub's)."""
@@ -53,9 +58,17 @@ class Quota:
         info = parse_ratelimit_headers(response.headers)
         with self._lock:
             self.requests += 1
-            if info is not None and info.resource_type == "api":
-                self.remaining, self.limit = info.remaining, info.limit
-                self.reset_at = self._clock() + info.reset_in_seconds
+            if info is None or info.resource_type != "api":
+                return
+            now = self._clock()
+            if self._last is not None and info.remaining <= self._last[1] and now > self._last[0]:
+                at, remaining, ours = self._last
+                others = max(0, remaining - info.remaining - (self.requests - ours)) / (now - at)
+                self.others_rate = 0.7 * self.others_rate + 0.3 * others
+            # else: the first reading, or a new window (more remains than before): nothing to compare
+            self._last = (now, info.remaining, self.requests)
+            self.remaining, self.limit = info.remaining, info.limit
+            self.reset_at = now + info.reset_in_seconds
 
     def install(self) -> None:
         """Read the answers of huggingface_hub's shared client (again, if the user replaced it)."""
@@ -69,9 +82,11 @@ class Quota:
         """Seconds between two pushes so that pushes costing `requests_per_push` last until the window resets."""
         with self._lock:
             remaining, limit, left = self.remaining, self.limit, self.reset_at - self._clock()
+            others = self.others_rate
         if remaining is None or left <= 0:
             return 0.0
-        usable = remaining - RESERVE * (limit or 0)
+        # What the others will spend until the reset is not ours to spend: each machine leaves the others their pace.
+        usable = remaining - RESERVE * (limit or 0) - others * left
         if usable < requests_per_push:
             return left  # the window's quota is spent for us: the next push waits for its reset
         return left / (usable / max(requests_per_push, 1.0))

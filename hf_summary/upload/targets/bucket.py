@@ -4,7 +4,7 @@ A bucket has no commits: no commit budget, no history to squash, and a push is s
 storage-buckets; huggingface_hub 2.4 `HfApi.batch_bucket_files`). A batch is not transactional: the files it could
 not take are listed (`BucketBatchError.failures`) and only those are sent again. A file is overwritten in place, so
 a push never replaces a longer version of a file with a shorter one (a run restarted on its logdir without its
-upload state): the bucket's sizes are read first (one request for the whole batch).
+upload state): the bucket's sizes of the files a process has not written yet are read first (one request).
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class BucketTarget:
         self._ready = False
         self._pace = 1.0
         self._batches = itertools.count(1)
+        # Paths whose size on the bucket this target knows (it sent or read them): from then on our own pushes only
+        # grow them (the upload state's lock keeps two processes of one logdir apart), so they are not read again.
+        self._known: set[str] = set()
 
     def __repr__(self) -> str:
         return f"BucketTarget({self.bucket_id!r})"
@@ -135,11 +138,18 @@ class BucketTarget:
                                    what=self.bucket_id)
             except BucketBatchError as error:
                 failed = {failure.get("path", "") for failure in error.failures}
+                self._known.update(op.path_in_repo for op in operations
+                                   if op.path_in_repo not in failed and op.path_in_repo not in longer)
                 raise PartlySent(receipt, failed, error) from error
+        self._known.update(op.path_in_repo for op in operations if op.path_in_repo not in longer)
         return receipt
 
     def _longer_on_the_bucket(self, operations: list[CommitOperationAdd]) -> set[str]:
-        sizes = {op.path_in_repo: op.upload_info.size for op in operations}
+        """The paths the bucket holds longer than we would write them, among those this target does not know yet
+        (one request; none when it knows them all: a push's own cost in the request quota)."""
+        sizes = {op.path_in_repo: op.upload_info.size for op in operations if op.path_in_repo not in self._known}
+        if not sizes:
+            return set()
         found = self.api.get_bucket_paths_info(self.bucket_id, list(sizes))
         return {entry.path for entry in found if entry.path in sizes and entry.size > sizes[entry.path]}
 

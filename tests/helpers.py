@@ -3,6 +3,7 @@ one way tests wait for a condition that has no event or Future of its own to wai
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,3 +63,12 @@ def snapshot_run(repo_id: str, folder: str, dest: Path, repo_type: str = "model"
 
     snapshot_download(repo_id, repo_type=repo_type, local_dir=dest, allow_patterns=[f"{folder}/*", f"{folder}/**"])
     return dest / folder
+
+
+def xet_client_env(hub: LocalHub, home: Path) -> dict[str, str]:
+    """The environment of a child process whose huggingface_hub uploads through Xet to `hub` (it reads
+    HF_HUB_DISABLE_XET at import), with an HF_HOME and a shard cache of its own (keyed by the CAS's address)."""
+    env = {name: value for name, value in os.environ.items() if name != "HF_HUB_DISABLE_XET"}
+    env.update(hub.env(xet=True), HF_HOME=str(home / "hf_home"), HF_XET_CACHE=str(home / "xet_cache"),
+               HF_XET_TELEMETRY_ENABLED="0")
+    return env

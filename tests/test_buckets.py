@@ -6,7 +6,6 @@ child process with Xet on, its own HF_HOME and HF_XET_CACHE, against a LocalHub 
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 from hf_summary import HFSummaryWriter
 from hf_summary.testing import LocalHub
 
-from .helpers import scalars, wait_until
+from .helpers import scalars, wait_until, xet_client_env
 
 BUCKET = "local-user/live-logs"
 
@@ -30,15 +29,8 @@ def bucket_hub(tmp_path: Path) -> Iterator[LocalHub]:
         yield hub
 
 
-def _env(hub: LocalHub, home: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name != "HF_HUB_DISABLE_XET"}
-    env.update(hub.env(xet=True), HF_HOME=str(home / "hf_home"), HF_XET_CACHE=str(home / "xet"),
-               HF_XET_TELEMETRY_ENABLED="0")
-    return env
-
-
 def _run(hub: LocalHub, home: Path, args: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, *args], env=_env(hub, home), capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *args], env=xet_client_env(hub, home), capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -154,7 +146,7 @@ _KILLED = textwrap.dedent("""
 
 def test_a_killed_runs_tail_reaches_the_bucket_through_its_guardian(bucket_hub: LocalHub, tmp_path: Path) -> None:
     child = subprocess.run([sys.executable, "-c", _KILLED, f"hf://buckets/{BUCKET}", str(tmp_path / "killed")],
-                           env=_env(bucket_hub, tmp_path), capture_output=True, text=True, timeout=300)
+                           env=xet_client_env(bucket_hub, tmp_path), capture_output=True, text=True, timeout=300)
     assert child.returncode == -9, child.stderr[-3000:]
     log = tmp_path / "killed" / ".hf_summary" / "guardian.log"
     wait_until(lambda: log.exists() and "Pushed" in log.read_text(), timeout=240,

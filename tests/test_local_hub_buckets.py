@@ -23,6 +23,8 @@ import pytest
 
 from hf_summary.testing import LocalHub, buckets
 
+from .helpers import xet_client_env
+
 BUCKET = "local-user/run-logs"
 _TIMEOUT = 180
 
@@ -34,15 +36,7 @@ def bucket_hub(tmp_path: Path) -> Iterator[LocalHub]:
 
 
 def client_env(hub: LocalHub, home: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name != "HF_HUB_DISABLE_XET"}
-    env.update(hub.env(xet=True))
-    env.update(
-        HF_HOME=str(home / "hf_home"),
-        HF_XET_CACHE=str(home / "xet_cache"),
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        HF_XET_TELEMETRY_ENABLED="0",
-    )
-    return env
+    return {**xet_client_env(hub, home), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 def run_client(hub: LocalHub, home: Path, code: str, *args: str) -> dict:

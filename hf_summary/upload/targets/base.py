@@ -10,6 +10,25 @@ if TYPE_CHECKING:
     from ..plan import PlannedFile
 
 
+class Pace:
+    """How much a destination that answers 429 widens the interval between pushes: doubled at each 429 (up to 16
+    times), narrowed back by a fifth at each push that lands."""
+
+    MAX = 16.0
+
+    def __init__(self) -> None:
+        self.factor = 1.0
+
+    def settle(self, error: BaseException | None) -> None:
+        """Learn from a push's outcome (None: it landed)."""
+        from ..errors import http_status, root_cause
+
+        if error is None:
+            self.factor = max(1.0, self.factor * 0.8)
+        elif http_status(root_cause(error)) == 429:
+            self.factor = min(self.factor * 2, self.MAX)
+
+
 class Receipt(Protocol):
     """What a destination answers to a request that landed (a repo's `CommitInfo`)."""
 

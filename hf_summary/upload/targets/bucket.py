@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import PartlySent, http_status, root_cause
+from ..errors import PartlySent
 from ..hub import _AuthErrors, our_calls, quiet_operation, recovering_xet
 from ..plan import read_prefix
+from .base import Pace
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitOperationAdd
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_FILES_PER_BATCH = 1000  # huggingface_hub sends a batch of more in several requests; one push, one request
-_MAX_PACE = 16.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class BucketTarget:
         self._token_option = token_option
         self._clock = clock
         self._ready = False
-        self._pace = 1.0
+        self._pace = Pace()
         self._batches = itertools.count(1)
         # Paths whose size on the bucket this target knows (it sent or read them): from then on our own pushes only
         # grow them (the upload state's lock keeps two processes of one logdir apart), so they are not read again.
@@ -160,10 +160,7 @@ class BucketTarget:
         return 0.0  # no commit budget: the per-user request quota paces pushes through 429s and RateLimit
 
     def paced(self, interval: float) -> float:
-        return interval * self._pace
+        return interval * self._pace.factor
 
     def settle(self, error: BaseException | None) -> None:
-        if error is None:
-            self._pace = max(1.0, self._pace * 0.8)
-        elif http_status(root_cause(error)) == 429:
-            self._pace = min(self._pace * 2, _MAX_PACE)
+        self._pace.settle(error)

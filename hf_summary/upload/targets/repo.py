@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ... import defaults
-from ..errors import http_status, root_cause
 from ..hub import quiet_operation
 from ..plan import FilePrefix, read_prefix
+from .base import Pace
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, CommitOperationAdd
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_MAX_PACE = 16.0  # a repo over its quota is pushed at most every 16 intervals until successes narrow it back
 _HISTORY_FOR = 60.0  # seconds a reading of the history stands in for the next one, far from the budget
 
 
@@ -70,7 +69,7 @@ class RepoTarget:
         self.max_commits_per_hour = max_commits_per_hour
         self._clock = clock
         self._own_commits: list[float] = []  # clock() values of our commits: squashed ones leave the history
-        self._pace = 1.0  # the interval's multiplier: widened by 429s, narrowed back slowly by successes
+        self._pace = Pace()
         self._history: tuple[float, list[float]] | None = None  # when the history was read, and its ages then
         self._xet: bool | None = None  # whether huggingface_hub uploads through Xet here (asked once)
 
@@ -152,10 +151,7 @@ class RepoTarget:
         return wait
 
     def paced(self, interval: float) -> float:
-        return interval * self._pace
+        return interval * self._pace.factor
 
     def settle(self, error: BaseException | None) -> None:
-        if error is None:
-            self._pace = max(1.0, self._pace * 0.8)
-        elif http_status(root_cause(error)) == 429:
-            self._pace = min(self._pace * 2, _MAX_PACE)
+        self._pace.settle(error)

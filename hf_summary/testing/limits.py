@@ -153,7 +153,8 @@ class CommitLimiter:
             start, used = self._api_windows.get(caller, (now, 0))
             if now >= start + window:
                 start, used = now, 0
-            reset = max(1, math.ceil(start + window - now))
+            # Bounded by the window: `start + window - now` is a hair over `window` at the window's first call (floats).
+            reset = min(math.ceil(window), max(1, math.ceil(start + window - now)))
             if used >= quota:
                 self._api_windows[caller] = (start, used)
                 headers = {"Retry-After": str(reset), **_api_headers(0, reset, quota, window)}
@@ -187,7 +188,7 @@ class CommitLimiter:
             stamps.append(now)
             self._times.setdefault(key, []).append(time.time())
             # The oldest commit still in the window is the next to leave it, giving back one slot.
-            reset = max(1, math.ceil(recent[0] + window - now)) if recent else math.ceil(window)
+            reset = min(math.ceil(window), max(1, math.ceil(recent[0] + window - now))) if recent else math.ceil(window)
             return CommitSlot(key, now, _ratelimit_headers(count - len(recent) - 1, reset, count, window))
 
     def release(self, slot: CommitSlot) -> None:

@@ -435,21 +435,6 @@ def test_hurry_pushes_a_waiting_one_off_push_whatever_the_budget(tmp_path: Path)
     assert clock.now - 1000 < 60  # it did not wait for the hour's slot
 
 
-def test_far_from_the_budget_the_history_is_read_once_a_minute(tmp_path: Path) -> None:
-    clock, client = FakeClock(), FakeClient()
-    committer, logdir = _committer(tmp_path, client, clock, every=0.25, budget=40)  # a push every 15 s
-    client.repo_ready = True
-    for _ in range(8):
-        _log(logdir, 1)
-        committer.step()
-    assert len(client.commits) == 8 and client.history_reads == 2  # 8 pushes in 2 minutes: read once a minute
-    client.history = [10.0] * 20  # other machines spent 20 of the 40: from the next reading on, half is spent
-    for _ in range(8):
-        _log(logdir, 1)
-        committer.step()
-    assert len(client.commits) == 16 and client.history_reads == 10  # near the budget: read at every push
-
-
 @dataclass
 class FakeBucket:
     """Stands in for a bucket target (`targets.Target`): takes files in batches, failing the paths in `refuse_once`

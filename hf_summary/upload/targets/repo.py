@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_HISTORY_FOR = 60.0  # seconds a reading of the history stands in for the next one, far from the budget
 
 
 class RepoClient(Protocol):
@@ -70,7 +69,6 @@ class RepoTarget:
         self._clock = clock
         self._own_commits: list[float] = []  # clock() values of our commits: squashed ones leave the history
         self._pace = Pace()
-        self._history: tuple[float, list[float]] | None = None  # when the history was read, and its ages then
         self._xet: bool | None = None  # whether huggingface_hub uploads through Xet here (asked once)
 
     def __repr__(self) -> str:
@@ -122,24 +120,18 @@ class RepoTarget:
     def holdback(self) -> float:
         """Seconds until the repo's `max_commits_per_hour` has a free slot, from its history (one request).
 
-        Far from the budget (under half of it spent at the last reading, plus our own commits since), the history
-        read less than a minute ago answers: a request per push is most of a push's CPU in the training process.
+        Read at every scheduled push: a reading kept for a while would miss the commits of the machine's other
+        processes and of other machines, each of which could then spend the budget on its own stale reading.
         """
         if not self.max_commits_per_hour or not self.client.repo_ready:
             return 0.0
         now = self._clock()
         self._own_commits = [t for t in self._own_commits if now - t < 3600]
-        if self._history is not None and now - self._history[0] < _HISTORY_FOR:
-            read_at, seen = self._history
-            estimate = len(seen) + sum(1 for t in self._own_commits if t > read_at)
-            if estimate < self.max_commits_per_hour / 2:
-                return 0.0
         try:
             ages = self.client.commit_ages(3600)
         except Exception as error:  # the history unreadable: push anyway, the Hub's own 429 still paces us
             logger.info("Could not read the history of %s (%s); pushing anyway", self.name, error)
             return 0.0
-        self._history = (now, ages)
         own = [now - t for t in self._own_commits]
         ages = ages if len(ages) >= len(own) else own  # a squashed history no longer shows our own commits
         if len(ages) < self.max_commits_per_hour:

@@ -254,11 +254,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         Returns:
             False if the response was withheld (an injected "drop_after" fault); the caller must not write more.
         """
-        # The rest of the body must be consumed before answering, or it would be read as the next request.
-        self._drain_body()
-        if self._lose_response:
-            self.state.stats.add("faults_injected")
-            self.close_connection = True
+        if not self._may_answer():
             return False
         if not self._body_complete:
             # A handler stopped reading the body half way: the next request's start is unknown.
@@ -271,6 +267,16 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_common_headers(headers)
         if self.command != "HEAD" and body:
             self.wfile.write(body)
+        return True
+
+    def _may_answer(self) -> bool:
+        """Consume the rest of the request's body (else it would be read as the next request); False when an
+        injected "drop_after" fault withholds the answer."""
+        self._drain_body()
+        if self._lose_response:
+            self.state.stats.add("faults_injected")
+            self.close_connection = True
+            return False
         return True
 
     def _send_common_headers(self, headers: dict[str, str] | None) -> None:
@@ -289,10 +295,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         Returns:
             False if the response was withheld (an injected "drop_after" fault); the caller must not write more.
         """
-        self._drain_body()
-        if self._lose_response:
-            self.state.stats.add("faults_injected")
-            self.close_connection = True
+        if not self._may_answer():
             return False
         self._responded = True
         self.close_connection = True

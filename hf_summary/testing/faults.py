@@ -110,6 +110,7 @@ class HubStats:
         requests: HTTP requests received, including those answered with an injected fault.
         commits: Commits created through the commit endpoint (super-squash rewrites are not counted).
         bytes_received: Request body bytes, all endpoints together.
+        bytes_sent: Response body bytes, all endpoints together (downloads, listings and every other answer).
         upload_bytes: File content bytes received: LFS upload bodies, decoded inline files of commits and Xet xorb
             bodies (compressed chunks, as sent).
         lfs_uploads: Objects uploaded through the legacy LFS protocol (one per upload PUT).
@@ -133,6 +134,7 @@ class HubStats:
     requests: int = 0
     commits: int = 0
     bytes_received: int = 0
+    bytes_sent: int = 0
     upload_bytes: int = 0
     lfs_uploads: int = 0
     xet_xorbs: int = 0
@@ -177,6 +179,7 @@ class StatsRecorder:
                 requests=self._counters["requests"],
                 commits=self._counters["commits"],
                 bytes_received=self._counters["bytes_received"],
+                bytes_sent=self._counters["bytes_sent"],
                 upload_bytes=self._counters["upload_bytes"],
                 lfs_uploads=self._counters["lfs_uploads"],
                 xet_xorbs=self._counters["xet_xorbs"],

@@ -267,6 +267,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._send_common_headers(headers)
         if self.command != "HEAD" and body:
             self.wfile.write(body)
+            self.state.stats.add("bytes_sent", len(body))
         return True
 
     def _may_answer(self) -> bool:
@@ -951,6 +952,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 if not data:
                     raise ConnectionError("blob shorter than expected")
                 self.wfile.write(data)
+                self.state.stats.add("bytes_sent", len(data))
                 remaining -= len(data)
 
 

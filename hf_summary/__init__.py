@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError", "UploadSpec", "__version__",
-           "finish", "init", "log"]
+__all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError", "ReadError", "UploadSpec",
+           "__version__", "finish", "init", "log", "notebook", "read_scalars"]
 
 if TYPE_CHECKING:
     from .local_writer import LocalSummaryWriter
+    from .read.fetch import ReadError
+    from .read.frame import read_scalars
+    from .read.notebook import notebook
     from .run import finish, init, log
     from .upload.errors import HubAuthError, PushError
     from .upload.spec import UploadSpec
@@ -26,6 +29,9 @@ _LAZY = MappingProxyType({
     "HubAuthError": ".upload.errors",
     "LocalSummaryWriter": ".local_writer",
     "PushError": ".upload.errors",
+    "ReadError": ".read.fetch",
+    "read_scalars": ".read.frame",
+    "notebook": ".read.notebook",
     "UploadSpec": ".upload.spec",
     "init": ".run",
     "log": ".run",

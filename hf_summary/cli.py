@@ -1,5 +1,5 @@
 """The `hf-summary` command line: push a logdir (`sync`), keep pushing it (`watch`), see what is pending (`status`),
-or look at the runs in TensorBoard (`show`).
+look at the runs in TensorBoard (`show`), or write their scalars to a file (`export`).
 
 Exit codes: 0 success (for `status`: nothing pending), 1 upload failed or (for `status`) something pending,
 2 bad input, 3 token rejected.
@@ -22,7 +22,7 @@ from .upload.schedule import Schedule, open_schedule
 from .upload.spec import UploadSpec
 from .upload.state import STATE_DIR, UploadState, split_target_key
 from .upload.uploader import Uploader, default_ignore_patterns
-from .validation import TARGET_TYPES, split_handle, validate_token
+from .validation import REPO_TYPES, TARGET_TYPES, split_handle, validate_token
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -87,6 +87,21 @@ def _parser() -> argparse.ArgumentParser:
     show_parser = commands.add_parser("show", help="TensorBoard on a logdir, or live on a repo's or bucket's logs")
     show.add_arguments(show_parser)
     show_parser.set_defaults(command=_show)
+
+    export = commands.add_parser("export", help="write the scalars of a logdir, repo or bucket to CSV or Parquet")
+    export.add_argument("source", metavar="LOGDIR_OR_REPO_OR_BUCKET",
+                        help="a local folder of runs, a repo id, or a bucket (hf://buckets/ns/name)")
+    export.add_argument("-o", "--output", required=True, type=Path, metavar="FILE",
+                        help="the file to write: FILE.csv, FILE.csv.gz or FILE.parquet")
+    export.add_argument("--tags", nargs="*", default=None, help="only these tags (default: all)")
+    export.add_argument("--runs", nargs="*", default=None, help="only these runs (default: all)")
+    export.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
+                        help="repo or bucket folder holding the runs (default: %(default)s)")
+    export.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES,
+                        help="the kind of repo (default: %(default)s)")
+    export.add_argument("--revision", default=None, help="branch, tag or commit to read (default: main)")
+    export.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
+    export.set_defaults(command=_export)
     return parser
 
 
@@ -207,6 +222,20 @@ def _show(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("hf-summary: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .read.fetch import ReadError
+    from .read.frame import export, read_scalars
+
+    try:
+        frame = read_scalars(args.source, args.tags, args.runs, path_in_repo=args.path_in_repo,
+                             repo_type=args.repo_type, revision=args.revision, token=args.token)
+        export(frame, args.output)
+    except (ReadError, ValueError, ImportError) as error:
+        raise CliError(str(error)) from None
+    print(f"Wrote {len(frame)} values of {frame['run'].nunique()} run(s) to {args.output}")
     return EXIT_OK
 
 

@@ -29,6 +29,7 @@ import logging
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -285,25 +286,59 @@ def _hub_gfile(runs: HubRuns) -> Any:
     return HubGFile()
 
 
-def open_runs(
+@dataclass(frozen=True)
+class HubSource:
+    """A repo's or a bucket's folder of runs, as `show`, `read_scalars` and `notebook` name it.
+
+    Attributes:
+        target: as given: the repo id or `hf://buckets/ns/name`.
+        prefix: its `hf://` path without the protocol: `buckets/ns/name`, `ns/name`, `datasets/ns/name`.
+        folder: the folder of runs inside it ("" for the whole repo or bucket).
+        bucket_id: the bucket's id, None for a repo.
+        repo_id: the repo's id, None for a bucket.
+        revision: a repo's branch, tag or commit (None: main); None for a bucket.
+        mirror: the local folder keeping what was read of it, for offline reading (under `$HF_HOME/hf_summary/show/`).
+        name: the folder's own name (the repo's or bucket's name for its root).
+    """
+
+    target: str
+    prefix: str
+    folder: str
+    bucket_id: str | None
+    repo_id: str | None
+    repo_type: str
+    revision: str | None
+    mirror: Path
+    name: str
+
+    def describe(self) -> str:
+        """The source in words: `ns/name (tensorboard/)`."""
+        return f"{self.target} ({self.folder + '/' if self.folder else '/'})"
+
+
+def parse_source(
     target: str,
     *,
     repo_type: str = defaults.REPO_TYPE,
     revision: str | None = None,
     path_in_repo: str | None = defaults.PATH_IN_REPO,
-    token: str | None = None,
-) -> LocalRuns | HubRuns:
-    """The runs `show` serves: a local folder, a repo or bucket read live, or (offline) the mirror of what was read.
+) -> Path | HubSource:
+    """What `target` names: a local folder (when one exists at that path), or a repo's or bucket's folder of runs.
 
     Raises:
-        ShowError: the target is neither a folder nor a repo id or bucket; it cannot be read; it has no event files;
-            offline, nothing of it was read before.
+        ShowError: the target is neither a folder nor a repo id or bucket, or the arguments do not fit it.
+
+    Example:
+        ```py
+        >>> parse_source("hf://buckets/me/logs").prefix
+        'buckets/me/logs'
+        ```
     """
     from huggingface_hub import constants
 
     local = Path(target)
     if local.is_dir():
-        return LocalRuns(local)
+        return local
     try:
         validate_path_in_repo(path_in_repo)
     except ValueError as error:
@@ -324,14 +359,37 @@ def open_runs(
     slug = "--".join([f"{kind}s", *(ident or "").split("/")]) + (f"@{revision}" if revision else "")
     mirror = Path(constants.HF_HOME) / "hf_summary" / "show" / slug / folder
     name = folder.rsplit("/", 1)[-1] if folder else (ident or "").rsplit("/", 1)[-1]
+    return HubSource(target, prefix, folder, bucket_id, None if bucket_id else ident, repo_type, revision, mirror,
+                     name)
+
+
+def open_runs(
+    target: str,
+    *,
+    repo_type: str = defaults.REPO_TYPE,
+    revision: str | None = None,
+    path_in_repo: str | None = defaults.PATH_IN_REPO,
+    token: str | None = None,
+) -> LocalRuns | HubRuns:
+    """The runs `show` serves: a local folder, a repo or bucket read live, or (offline) the mirror of what was read.
+
+    Raises:
+        ShowError: the target is neither a folder nor a repo id or bucket; it cannot be read; it has no event files;
+            offline, nothing of it was read before.
+    """
+    from huggingface_hub import constants
+
+    source = parse_source(target, repo_type=repo_type, revision=revision, path_in_repo=path_in_repo)
+    if isinstance(source, Path):
+        return LocalRuns(source)
     if constants.HF_HUB_OFFLINE:
-        if not any(path.is_file() for path in mirror.rglob(defaults.ALLOW_PATTERNS)):
-            raise ShowError(f"HF_HUB_OFFLINE is set and nothing of '{target}' ({folder or '/'}) was shown before: "
-                            "run `hf-summary show` on it once online.")
-        return LocalRuns(mirror, name=name, what=f"{target} ({folder + '/' if folder else '/'}, offline: what was "
-                                                 f"last read, from {mirror})")
-    runs = HubRuns(prefix, folder, bucket_id=bucket_id, repo_id=None if bucket_id else ident, repo_type=repo_type,
-                   revision=revision, token=token, mirror=mirror, name=name)
+        if not any(path.is_file() for path in source.mirror.rglob(defaults.ALLOW_PATTERNS)):
+            raise ShowError(f"HF_HUB_OFFLINE is set and nothing of '{target}' ({source.folder or '/'}) was read "
+                            "before: run `hf-summary show` on it once online.")
+        return LocalRuns(source.mirror, name=source.name,
+                         what=f"{source.describe()[:-1]}, offline: what was last read, from {source.mirror})")
+    runs = HubRuns(source.prefix, source.folder, bucket_id=source.bucket_id, repo_id=source.repo_id,
+                   repo_type=repo_type, revision=revision, token=token, mirror=source.mirror, name=source.name)
     runs.check()
     return runs
 

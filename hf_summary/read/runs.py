@@ -1,0 +1,335 @@
+"""The scalars of a run, exactly as TensorBoard's `EventAccumulator` (with `size_guidance` 0) holds them.
+
+What TensorBoard does, and so what this does (tensorboard 2.21, `backend/event_processing`):
+
+- Runs: every folder holding an event file (a name containing "tfevents", not ending in ".profile-empty") is a run,
+  named by its path below the logdir, "." for the logdir itself. Each run reads its folder's event files in name
+  order, each once, from start to end.
+- A file ends at its first record that is incomplete (still being written) or whose CRC does not match.
+- Scalars: `simple_value` values (tensorboardX, torch), in the order written; and tensor values of tags whose first
+  metadata names the "scalars" plugin (TensorFlow 2's `tf.summary.scalar`; torch and tensorboardX with
+  `new_style=True`), widened to float64. A tensor value without a tag takes its `node_name`.
+- Restarts, in files with a `file_version` of 2 or more (every writer today): a `SessionLog.START` event at step S
+  (written by `SummaryWriter(purge_step=S)`) drops every value read before it whose step is S or more, whatever its
+  tag. Without it, a restarted run keeps both: the steps it logged again appear twice, in the order written.
+- In older files (no `file_version`, or below 2), an event whose step is below the last step seen instead drops,
+  for the event's own tags only, the values read before it at that step or later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .scan import Scanned, scan
+
+CHUNK_SIZE = 16 * 1024 * 1024  # bytes of a file scanned at once: bounds the memory besides the result
+SCALARS_PLUGIN = "scalars"
+_RESTART_VERSION = 2.0  # file versions from which a SessionLog.START, not a step going back, marks a restart
+
+
+def is_event_file(name: str) -> bool:
+    """Whether TensorBoard reads a file of this name as an event file (`io_wrapper.IsSummaryEventsFile`)."""
+    return "tfevents" in name and not name.endswith(".profile-empty")
+
+
+def find_runs(logdir: Path) -> list[tuple[str, list[Path]]]:
+    """The runs below `logdir`, as TensorBoard names them, each with its event files in reading order.
+
+    Example:
+        ```py
+        >>> find_runs(Path("runs"))
+        [('.', [PosixPath('runs/events.out.tfevents.1')]), ('mlp', [PosixPath('runs/mlp/events.out.tfevents.2')])]
+        ```
+    """
+    runs = []
+    for folder, _, names in os.walk(logdir):
+        files = sorted(name for name in names if is_event_file(name))
+        if files:
+            name = Path(folder).relative_to(logdir).as_posix()
+            runs.append((name, [Path(folder) / file for file in files]))
+    return sorted(runs)
+
+
+@dataclass
+class RunScalars:
+    """The scalars of one run, in the order TensorBoard holds them (per tag: the order written).
+
+    Attributes:
+        tags: the run's tags; `tag` indexes them.
+        tag, step, wall_time, value: one entry per value.
+    """
+
+    tags: list[str]
+    tag: np.ndarray
+    step: np.ndarray
+    wall_time: np.ndarray
+    value: np.ndarray
+
+
+def read_run(files: list[Path], tags: set[str] | None = None) -> RunScalars:
+    """Read a run's event files (in the order given: TensorBoard's is name order) as `EventAccumulator` would.
+
+    Args:
+        files: the run's event files.
+        tags: only these tags (None: all).
+
+    Example:
+        ```py
+        >>> run = read_run(sorted(Path("runs/mlp").glob("*tfevents*")))
+        >>> run.tags[run.tag[0]], run.step[0], run.value[0]
+        ('loss', 0, 0.6931471824645996)
+        ```
+    """
+    reader = _RunReader()
+    for path in files:
+        for scanned in _scan_file(path):
+            reader.add(scanned)
+    return reader.result(tags)
+
+
+def _scan_file(path: Path) -> Iterator[Scanned]:
+    """The file's records, a chunk at a time, up to its first incomplete or corrupt record."""
+    with open(path, "rb") as file:
+        pending = b""
+        while True:
+            block = file.read(CHUNK_SIZE)
+            if not block:
+                return  # what is pending is a record not complete yet: TensorBoard waits for the rest
+            buffer = pending + block if pending else block
+            found = scan(buffer)
+            yield found
+            if found.corrupt:
+                return
+            pending = buffer[found.end:]
+
+
+@dataclass
+class _Purge:
+    """Values to drop: those read before `position` with a step of `step` or more (of `tags` only, unless None)."""
+
+    position: int
+    step: int
+    tags: np.ndarray | None = None
+
+
+@dataclass
+class _Pieces:
+    """Columns of the values read so far, in pieces."""
+
+    tag: list[np.ndarray] = field(default_factory=list)
+    step: list[np.ndarray] = field(default_factory=list)
+    wall_time: list[np.ndarray] = field(default_factory=list)
+    value: list[np.ndarray] = field(default_factory=list)
+    tensor: list[np.ndarray] = field(default_factory=list)  # values that count only if their tag is a scalar's
+    size: int = 0
+
+    def add(self, tag: np.ndarray, step: np.ndarray, wall_time: np.ndarray, value: np.ndarray,
+            tensor: np.ndarray) -> None:
+        if tag.size:
+            self.tag.append(tag)
+            self.step.append(step)
+            self.wall_time.append(wall_time)
+            self.value.append(value)
+            self.tensor.append(tensor)
+            self.size += tag.size
+
+
+class _RunReader:
+    """A run's state as `EventAccumulator` keeps it, fed with scanned chunks in reading order."""
+
+    def __init__(self) -> None:
+        self.file_version: float | None = None
+        self.most_recent_step = -1
+        self.plugins: dict[str, str] = {}  # tag -> plugin of its first metadata
+        self.tag_codes: dict[str, int] = {}
+        self.pieces = _Pieces()
+        self.purges: list[_Purge] = []
+
+    def _legacy(self) -> bool:
+        return not (self.file_version and self.file_version >= _RESTART_VERSION)
+
+    def add(self, scanned: Scanned) -> None:
+        codes = np.array([self._code(tag) for tag in scanned.tags] or [0], dtype=np.int32)[scanned.tag]
+        record = 0
+        while record < scanned.records:
+            if self._legacy():
+                record = self._one_by_one(scanned, codes, record)
+            else:
+                record = self._in_bulk(scanned, codes, record)
+
+    def _code(self, tag: str) -> int:
+        return self.tag_codes.setdefault(tag, len(self.tag_codes))
+
+    def _in_bulk(self, scanned: Scanned, codes: np.ndarray, first: int) -> int:
+        """Take the records from `first` on, all plain scalars at once; return where a legacy file version (below
+        2) starts, if one does."""
+        ordinal = scanned.ordinal
+        begin = int(np.searchsorted(ordinal, first))
+        stop = scanned.records
+        extra: list[tuple[int, int, int, float, float, bool]] = []  # (record, tag, step, wall_time, value, tensor)
+        for record, data in scanned.others:
+            if record < first:
+                continue
+            event = _parse(data)
+            if event.HasField("file_version"):
+                self.file_version = _file_version(event.file_version)
+                if self._legacy():  # the event itself is taken one by one
+                    stop = record
+                    break
+            position = self.pieces.size + int(np.searchsorted(ordinal, record)) - begin + len(extra)
+            if _is_start(event):
+                self.purges.append(_Purge(position, event.step))
+            extra.extend((record, *item) for item in self._values(event))
+        end = int(np.searchsorted(ordinal, stop))
+        if not extra:
+            self.pieces.add(codes[begin:end], scanned.step[begin:end], scanned.wall_time[begin:end],
+                            scanned.value[begin:end], np.zeros(end - begin, dtype=bool))
+            return stop
+        records = np.concatenate([ordinal[begin:end], np.array([item[0] for item in extra], dtype=np.int64)])
+        order = np.argsort(records, kind="stable")  # the other events' values in their records' places
+        columns = list(zip(*(item[1:] for item in extra), strict=True))
+        self.pieces.add(
+            np.concatenate([codes[begin:end], np.array(columns[0], dtype=np.int32)])[order],
+            np.concatenate([scanned.step[begin:end], np.array(columns[1], dtype=np.int64)])[order],
+            np.concatenate([scanned.wall_time[begin:end], np.array(columns[2], dtype=np.float64)])[order],
+            np.concatenate([scanned.value[begin:end], np.array(columns[3], dtype=np.float64)])[order],
+            np.concatenate([np.zeros(end - begin, dtype=bool), np.array(columns[4], dtype=bool)])[order])
+        return stop
+
+    def _one_by_one(self, scanned: Scanned, codes: np.ndarray, first: int) -> int:
+        """Take records from `first` on, one at a time, while the run's file version is a legacy one; return where
+        it stops being one."""
+        others = dict(scanned.others)
+        for record in range(first, scanned.records):
+            items: list[tuple[int, int, float, float, bool]]
+            if record in others:
+                event = _parse(others[record])
+                if event.HasField("file_version"):
+                    self.file_version = _file_version(event.file_version)
+                step, has_summary = event.step, event.HasField("summary")
+                event_tags = [self._code(value.tag) for value in event.summary.value]
+                restart = _is_start(event)
+                items = self._values(event)
+            else:
+                index = int(np.searchsorted(scanned.ordinal, record))
+                step, has_summary, restart = int(scanned.step[index]), True, False
+                event_tags = [int(codes[index])]
+                items = [(event_tags[0], step, float(scanned.wall_time[index]), float(scanned.value[index]), False)]
+            if self._legacy():
+                if step < self.most_recent_step and has_summary:
+                    self.purges.append(_Purge(self.pieces.size, step, np.array(event_tags, dtype=np.int32)))
+                else:
+                    self.most_recent_step = step
+            elif restart:
+                self.purges.append(_Purge(self.pieces.size, step))
+            if items:
+                columns = list(zip(*items, strict=True))
+                self.pieces.add(np.array(columns[0], dtype=np.int32), np.array(columns[1], dtype=np.int64),
+                                np.array(columns[2], dtype=np.float64), np.array(columns[3], dtype=np.float64),
+                                np.array(columns[4], dtype=bool))
+            if not self._legacy():
+                return record + 1
+        return scanned.records
+
+    def _values(self, event: Any) -> list[tuple[int, int, float, float, bool]]:
+        """The values of an event parsed with protobuf: (tag code, step, wall_time, value, is a tensor's)."""
+        items = []
+        for value in event.summary.value:
+            if value.HasField("metadata") and value.tag not in self.plugins:
+                self.plugins[value.tag] = value.metadata.plugin_data.plugin_name
+            if value.HasField("simple_value"):
+                items.append((self._code(value.tag), event.step, event.wall_time, float(value.simple_value), False))
+            elif value.HasField("tensor"):
+                number = _scalar_of(value.tensor)
+                if number is not None:
+                    tag = value.tag or value.node_name
+                    items.append((self._code(tag), event.step, event.wall_time, number, True))
+        return items
+
+    def result(self, tags: set[str] | None) -> RunScalars:
+        pieces = self.pieces
+        tag = _concatenate(pieces.tag, np.int32)
+        step = _concatenate(pieces.step, np.int64)
+        keep = np.ones(tag.size, dtype=bool)
+        _apply_restarts(keep, step, [purge for purge in self.purges if purge.tags is None])
+        for purge in self.purges:
+            if purge.tags is not None:
+                head = slice(0, purge.position)
+                keep[head] &= ~(np.isin(tag[head], purge.tags) & (step[head] >= purge.step))
+        names = list(self.tag_codes)
+        tensor = _concatenate(pieces.tensor, bool)
+        if tensor.any():
+            scalar_tags = np.array([self.plugins.get(name) == SCALARS_PLUGIN for name in names] or [False])
+            keep &= ~tensor | scalar_tags[tag]
+        if tags is not None:
+            keep &= np.isin(tag, [code for name, code in self.tag_codes.items() if name in tags])
+        everything = bool(keep.all())
+        return RunScalars(
+            tags=names,
+            tag=tag if everything else tag[keep],
+            step=step if everything else step[keep],
+            wall_time=_concatenate(pieces.wall_time, np.float64, None if everything else keep),
+            value=_concatenate(pieces.value, np.float64, None if everything else keep),
+        )
+
+
+def _concatenate(pieces: list[np.ndarray], dtype: Any, keep: np.ndarray | None = None) -> np.ndarray:
+    """One column from its pieces (emptied as they are used), only the entries `keep` selects."""
+    if not pieces:
+        return np.zeros(0, dtype=dtype)
+    column = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    pieces.clear()
+    return column if keep is None else column[keep]
+
+
+def _apply_restarts(keep: np.ndarray, step: np.ndarray, purges: list[_Purge]) -> None:
+    """Drop each value read before a restart whose step is the restart's or more: a value survives every restart
+    after it only if its step is below the smallest of their steps."""
+    if not purges:
+        return
+    positions = np.array([purge.position for purge in purges], dtype=np.int64)
+    steps = np.array([purge.step for purge in purges], dtype=np.int64)
+    smallest_after = np.minimum.accumulate(steps[::-1])[::-1]
+    next_purge = np.searchsorted(positions, np.arange(step.size), side="right")
+    bound = np.append(smallest_after, np.iinfo(np.int64).max)[next_purge]
+    keep &= (step < bound) | (next_purge == positions.size)
+
+
+def _parse(data: bytes) -> Any:
+    # TensorBoard's protos, not tensorboardX's: importing tensorboardX imports torch, seconds for one event.
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    return Event.FromString(data)
+
+
+def _is_start(event: Any) -> bool:
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    return bool(event.HasField("session_log") and event.session_log.status == SessionLog.START)
+
+
+def _file_version(text: str) -> float:
+    """`event_util.ParseFileVersion`: the number after "brain.Event:", -1 if there is none."""
+    try:
+        return float(text.split("brain.Event:")[-1])
+    except ValueError:
+        return -1.0
+
+
+def _scalar_of(tensor: Any) -> float | None:
+    """The number a one-element numeric tensor holds (as `tensor_util.make_ndarray(...).item()`), else None."""
+    from tensorboard.util import tensor_util
+
+    try:
+        array = tensor_util.make_ndarray(tensor)
+    except (TypeError, ValueError):
+        return None
+    if array.size != 1 or array.dtype.kind not in "fiub":
+        return None
+    return float(array.item())

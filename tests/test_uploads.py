@@ -391,3 +391,33 @@ def test_the_command_line_a_newcomer_expects() -> None:
     for name, sub in commands.choices.items():
         for action in sub._actions:
             assert action.help, f"hf-summary {name} {action.option_strings or action.dest} has no help text"
+
+
+def test_a_rewrite_that_keeps_a_files_size_and_mtime_still_reaches_the_hub(hub: LocalHub, repo_id: str, logdir: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is not an event file is known unchanged by its size and mtime; a rewrite of the same size within
+    the filesystem's timestamp granularity keeps the mtime, so a push that read the file just before such a rewrite
+    would leave its old bytes on the Hub for good. A file planned while its mtime is that recent is checked by its
+    content at the next push. Recent kernels give ext4 a fine-grained mtime for each write after a stat, so the
+    race cannot be timed here: the rewrite puts the old mtime back itself, and the granularity is a minute."""
+    from hf_summary.upload import plan
+
+    monkeypatch.setattr(plan, "RACY_NS", 60 * 10**9)
+    notes = logdir / "notes.txt"
+    path_in_repo = f"tensorboard/{logdir.name}/notes.txt"
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60,
+                         repo_allow_patterns=["*.tfevents.*", "notes.txt"]) as writer:
+        writer.add_scalar("loss", 0.0, 0)
+        notes.write_bytes(b"first version")
+        writer.scheduler.trigger().result(timeout=60)
+        assert hub.repo_files(repo_id)[path_in_repo] == b"first version"
+        stat = notes.stat()
+        notes.write_bytes(b"later version")  # the same size, within the same tick of the clock
+        os.utime(notes, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        writer.add_scalar("loss", 1.0, 1)
+        assert writer.scheduler.trigger().result(timeout=60) is not None
+        assert hub.repo_files(repo_id)[path_in_repo] == b"later version"
+        writer.add_scalar("loss", 2.0, 2)
+        assert writer.scheduler.trigger().result(timeout=60) is not None
+        # Checked by its content, not sent again: only the event file went up.
+        assert hub.commits(repo_id)[0]["title"].startswith("Upload TensorBoard logs: 1 file(s)")

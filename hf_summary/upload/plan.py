@@ -7,8 +7,10 @@ record leaves the machine, and no copy needs disk space.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,13 @@ from stat import S_ISREG
 
 from ..events.records import is_event_file, scan_records
 from .state import STATE_DIR, FileRecord
+
+# A file that is not an event file is known unchanged by its size and mtime. A rewrite keeps the mtime when it falls
+# in the same tick of the filesystem's clock as the mtime seen (ext4 without fine-grained timestamps: a few ms; FAT:
+# 2 s), so a file whose mtime is this recent when planned may be rewritten, with the same size, after its bytes are
+# read and still look unchanged: its record is marked racy, and the next plan compares its content (git's "racily
+# clean" entries).
+RACY_NS = 2_000_000_000
 
 
 @dataclass
@@ -28,6 +37,7 @@ class PlannedFile:
         size: bytes to send (the file's valid prefix).
         mtime_ns: the file's modification time when planned.
         final: the file will not change any more and can be sent straight from disk.
+        racy: its mtime was too recent to tell a later rewrite of the same size (`RACY_NS`).
     """
 
     relpath: str
@@ -35,6 +45,7 @@ class PlannedFile:
     size: int
     mtime_ns: int
     final: bool
+    racy: bool = False
 
 
 def list_files(logdir: Path, allow_patterns: list[str] | str | None, ignore_patterns: list[str]) -> list[str]:
@@ -106,6 +117,7 @@ class UploadPlanner:
                 resolved.append({Path(p).resolve() for p in opened})
             return path.resolve() in resolved[0]
 
+        racy_after = time.time_ns() - RACY_NS  # before any stat: a later one only makes fewer files racy
         relpaths = list_files(self.logdir, self.allow_patterns, self.ignore_patterns)
         newest_per_folder = {}
         for relpath in relpaths:
@@ -128,9 +140,15 @@ class UploadPlanner:
                          and not still_open(path))
             else:
                 size = stat.st_size
+                racy = stat.st_mtime_ns >= racy_after
                 if record is not None and record.size == size and record.mtime_ns == stat.st_mtime_ns:
-                    continue
-                final = False
+                    if not record.racy:
+                        continue
+                    if record.sha256 and _sha256_of_prefix(path, size) == record.sha256:
+                        record.racy = racy  # saved with the next record: checked once its mtime is old enough
+                        continue
+                planned.append(PlannedFile(relpath, path, size, stat.st_mtime_ns, False, racy))
+                continue
             planned.append(PlannedFile(relpath, path, size, stat.st_mtime_ns, final))
         return planned
 
@@ -145,6 +163,23 @@ class UploadPlanner:
         result = scan_records(path, start)
         self._checked[relpath] = result.valid_size
         return result.valid_size
+
+
+def _sha256_of_prefix(path: Path, size: int) -> str | None:
+    """The sha256 of a file's first `size` bytes; None if it has fewer now."""
+    digest = hashlib.sha256()
+    left = size
+    try:
+        with open(path, "rb") as f:
+            while left:
+                block = f.read(min(left, 1 << 20))
+                if not block:
+                    return None
+                digest.update(block)
+                left -= len(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def read_prefix(path: Path, size: int) -> bytes:

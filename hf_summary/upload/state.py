@@ -32,12 +32,15 @@ class FileRecord:
         sha256: hash of the committed bytes.
         commit: the commit that holds them.
         mtime_ns: the file's modification time then, to notice rewrites of non-event files of the same size.
+        racy: the mtime was too recent to rule out a rewrite of the same size in the same tick of the clock after
+            the bytes were read (`plan.RACY_NS`): the next plan compares the file's content with `sha256`.
     """
 
     size: int
     sha256: str
     commit: str
     mtime_ns: int = 0
+    racy: bool = False
 
 
 def target_key(repo_type: str, repo_id: str, revision: str, prefix: str) -> str:

@@ -101,7 +101,7 @@ class Uploader:
         operations = []
         for file in planned:
             kept = self._pending_operations.get(file.relpath)
-            if kept is None or not _same(kept[0], file):
+            if kept is None or not _same(kept[0], file) or file.racy:  # racy: read it again, it may have changed
                 operation = make(f"{self.path_in_repo}/{file.relpath}", file)
                 kept = self._pending_operations[file.relpath] = (file, operation)
             operations.append(kept[1])
@@ -141,7 +141,7 @@ class Batch:
         for i in chosen:
             file, operation = self.planned[i], self.operations[i]
             sha = operation.upload_info.sha256.hex() if operation.upload_info.is_hashed else ""
-            self.committed[file.relpath] = FileRecord(file.size, sha, oid, file.mtime_ns)
+            self.committed[file.relpath] = FileRecord(file.size, sha, oid, file.mtime_ns, file.racy)
         self.state.save(self.committed)  # at each commit: an interruption between commits resumes after this one
         self._recorded.update(chosen)
         if len(self._recorded) == len(self.planned):

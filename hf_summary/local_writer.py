@@ -8,6 +8,7 @@ reached only through `events/tbx.py`.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -16,10 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .defaults import QUEUE_SIZE
+from .defaults import QUEUE_SIZE, RING_SIZE
+from .events.handoff import SharedEventQueue
 from .events.queue import EventQueue
 from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, scalar_value
 from .process import STATE
+
+logger = logging.getLogger(__name__)
 
 # The range of an Event's int64 step: tensorboardX refuses anything outside it (protobuf raises ValueError).
 _MIN_STEP, _MAX_STEP = -(2**63), 2**63 - 1
@@ -30,12 +34,18 @@ _TORCH_INTEGERS = frozenset(f"torch.{name}" for name in ("int8", "int16", "int32
 class LocalSummaryWriter(SummaryWriterBase):
     """A `tensorboardX.SummaryWriter` whose events are written by one background thread, in batches.
 
-    `add_scalar` costs a fraction of a microsecond; `flush()` returns once everything logged is on disk; event
-    files are named with the process id so that processes sharing a logdir never collide.
+    `add_scalar` puts the event into memory shared with a companion process, which encodes and writes the event
+    files: the training process does nothing else with it, and a value logged is safe from then on, even if the
+    process is killed. `flush()` returns once everything logged is on disk; event files are named with the process
+    id so that processes sharing a logdir never collide. Where no companion process can be started (and in forked
+    children), a thread of this process writes the events instead.
 
     Args:
         logdir: where event files are written; defaults to `runs/<date>_<host><comment>` like tensorboardX.
-        queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
+        ring_size: bytes of memory shared with the companion process; logging waits while it is full. None writes
+            the events in a thread of this process instead. Defaults to 8 MiB.
+        queue_size: events that may wait in memory before logging blocks, when they are written in-process.
+            Defaults to 10 000.
         kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
             `max_queue` and `flush_secs` have no use here: events are written every second, and at `flush()`.
 
@@ -50,10 +60,15 @@ class LocalSummaryWriter(SummaryWriterBase):
         ```
     """
 
-    def __init__(self, logdir: str | None = None, *, queue_size: int = QUEUE_SIZE, **kwargs: Any) -> None:
+    def __init__(self, logdir: str | None = None, *, queue_size: int = QUEUE_SIZE, ring_size: int | None = RING_SIZE,
+                 **kwargs: Any) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
-        self._events: EventQueue | None = None
+        if ring_size is not None and (type(ring_size) is not int or ring_size < 256 * 1024):
+            raise ValueError(f"ring_size={ring_size!r}: pass a number of bytes of at least 262144 (256 KiB), or None "
+                             "to write the events in this process.")
+        self._events: EventQueue | SharedEventQueue | None = None
         self._queue_size = queue_size
+        self._ring_size = ring_size
         self._comet_on = not (kwargs.get("comet_config") or {"disabled": True}).get("disabled", False)
         try:
             super().__init__(logdir=logdir, **kwargs)
@@ -63,9 +78,25 @@ class LocalSummaryWriter(SummaryWriterBase):
 
     def _open_file_writer(self) -> RunFileWriter:
         if self._events is None or self._events.closed:
-            self._events = EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+            self._events = self._open_events()
             STATE.live_queues.add(self._events)  # a forked child writes its events apart (process.py)
         return RunFileWriter(self._events, self.logdir, "")
+
+    def _open_events(self) -> EventQueue | SharedEventQueue:
+        """The hand-off to the companion process; where there can be none, the in-process queue (said once)."""
+        if self._ring_size is not None:
+            from .upload import guardian
+
+            try:
+                return SharedEventQueue(self.logdir, guardian.companion(), ring_size=self._ring_size,
+                                        max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+            except Exception as error:
+                with STATE.lock:
+                    first = "no companion" not in STATE.said
+                    STATE.said.add("no companion")
+                (logger.warning if first else logger.debug)(
+                    "Event files are written by this process: no companion process could write them (%s).", error)
+        return EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
 
     def add_scalar(
         self,

@@ -62,6 +62,7 @@ class ProcessState:
         self.guardian: GuardianLink | None = None  # started with the first writer that a crash must not lose
         self.run: Any = None  # the run of `hf_summary.init()`, which `log()` and `finish()` act on
         self.quota: Any = None  # what the Hub's answers said of the user's request quota (upload/quota.py)
+        self.said: set[str] = set()  # notices given once per process
 
     def shared(self, key: tuple[Any, ...], make: Callable[[], S]) -> S:
         """The object shared under `key`, made by `make()` if there is none or it stopped.

@@ -14,7 +14,7 @@ import pytest
 from tensorboardX.proto.event_pb2 import Event
 
 from hf_summary import HFSummaryWriter
-from hf_summary.events import queue as event_queue_module
+from hf_summary.events import files as event_files_module
 from hf_summary.events.records import iter_records, scan_records
 from hf_summary.testing import LocalHub
 
@@ -99,8 +99,8 @@ def test_slow_disk_blocks_logging_briefly_and_loses_nothing(hub: LocalHub, repo_
         writes.append(len(data))
         return os.write(fd, data)
 
-    writer = _writer(repo_id, logdir, queue_size=50)
-    monkeypatch.setattr(event_queue_module, "_os_write", slow_write)
+    writer = _writer(repo_id, logdir, queue_size=50, ring_size=None)  # written in-process, where the test's disk is
+    monkeypatch.setattr(event_files_module, "_os_write", slow_write)
     high_water = 0
     for step in range(3000):
         writer.add_scalar("slow", float(step), step)
@@ -115,17 +115,17 @@ def test_full_disk_raises_at_flush_and_keeps_the_events(hub: LocalHub, repo_id: 
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    writer = _writer(repo_id, logdir)
+    writer = _writer(repo_id, logdir, ring_size=None)  # written in-process, where the test's disk is
 
     def full(fd: int, data: memoryview) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(event_queue_module, "_os_write", full)
+    monkeypatch.setattr(event_files_module, "_os_write", full)
     for step in range(10):
         writer.add_scalar("d", float(step), step)  # logging itself never fails
     with pytest.raises(OSError, match="free disk space"):
         writer.flush()
-    monkeypatch.setattr(event_queue_module, "_os_write", os.write)
+    monkeypatch.setattr(event_files_module, "_os_write", os.write)
     writer.close()
     assert [s for s, _ in scalars(logdir, "d")] == list(range(10))
 
@@ -196,7 +196,7 @@ def test_hand_encoded_scalars_are_the_bytes_protobuf_makes() -> None:
 
     from hf_summary.events.encoding import ScalarEncoder
 
-    encoder = ScalarEncoder()
+    encoder = ScalarEncoder(_clean_tag)
     rng = random.Random(0)
     cases = [("loss", 0.5, 0, 1.7e9), ("a/b c", -1e-30, 1, 0.0), ("big", 1e39, -5, 1.0), ("neg", -1e39, None, 2.5),
              ("/lead", float("inf"), 2**40, 3.0), ("é", 3.0, 2**63 - 1, 1.7e9)]
@@ -228,7 +228,8 @@ def test_local_writer_is_the_same_fast_path_without_a_hub(tmp_path: Path) -> Non
 
 
 def test_a_full_run_folder_rolls_its_files_less_often(tmp_path: Path) -> None:
-    from hf_summary.events.queue import FILES_PER_ROLL_DOUBLING, EventQueue
+    from hf_summary.events.files import FILES_PER_ROLL_DOUBLING
+    from hf_summary.events.queue import EventQueue
 
     def files_made(existing: int) -> int:
         folder = tmp_path / f"run-{existing}"
@@ -330,7 +331,7 @@ def test_tensors_are_read_by_the_writer_thread_as_they_were_at_the_call(hub: Loc
             tracked.add_(10.0)  # changed in place after the call: the value logged is the one of the call
         assert readers == []  # nothing read on the training thread
         writer.flush()
-        assert readers == ["hf_summary-event-writer"]
+        assert readers == ["hf_summary-device-values"]  # the one thread that hands such values off
         with pytest.raises(AssertionError):  # a tensor of several elements is refused at the call, as tensorboardX
             writer.add_scalar("bad", torch.ones(3), 2)
     assert scalars(logdir, "loss") == [(0, 2.5)]

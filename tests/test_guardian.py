@@ -278,6 +278,12 @@ def test_no_guardian_when_not_asked_or_not_rank_0(hub: LocalHub, repo_id: str, l
         monkeypatch.setenv("RANK", "1")
     with HFSummaryWriter(repo_id, logdir=str(logdir), crash_upload=case != "no-crash-upload") as writer:
         writer.add_scalar("loss", 1.0, 0)
+        assert writer._guardian is None or not writer._guardian.active  # nothing watched: a crash pushes nothing
+        # The companion writes the events; rank 1 writes none (other_ranks="skip"): no process at all.
+        assert [p.pid for p in _our_guardians()] == ([] if case == "rank-1" else [guardian.current_pid()])
+    with HFSummaryWriter(repo_id, logdir=str(logdir), crash_upload=case != "no-crash-upload",
+                         ring_size=None) as writer:  # events written in-process: no process at all
+        writer.add_scalar("loss", 1.0, 1)
         assert guardian.current_pid() is None and _our_guardians() == []
 
 
@@ -286,13 +292,16 @@ def test_no_guardian_offline(hub: LocalHub, repo_id: str, logdir: Path) -> None:
         import sys, psutil
         from hf_summary import HFSummaryWriter
         from hf_summary.upload import guardian
-        with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2]) as writer:
+        with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], ring_size=None) as writer:
             writer.add_scalar("loss", 1.0, 0)
             print(guardian.current_pid(), len(psutil.Process().children()))
+        with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2]) as writer:  # the companion writes the events
+            writer.add_scalar("loss", 1.0, 1)
+            print(writer._guardian is None, len(psutil.Process().children()))
     """)
     result = subprocess.run([sys.executable, "-c", script, repo_id, str(logdir)], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
-    assert result.stdout.split() == ["None", "0"]
+    assert result.stdout.split() == ["None", "0", "True", "1"]
 
 
 # Loaded in every Python process started with its folder first on PYTHONPATH (the guardian inherits the training

@@ -135,7 +135,7 @@ def writer_thread_died(writer: Any) -> bool:
         writer.flush()
     except Exception:
         pass  # a flush error is a finding of its own; here only the thread matters
-    return not events._thread.is_alive()
+    return not events.alive
 
 
 # Running one case -----------------------------------------------------------------------------------------------------

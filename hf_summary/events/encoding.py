@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-
-from .tbx import clean_tag
+from collections.abc import Callable
 
 _FLOAT = struct.Struct("<f")
 _WALL = struct.Struct("<Bd")  # the wall_time field: its tag byte, then the double
@@ -16,11 +15,15 @@ class ScalarEncoder:
 
     Scalars are most of what a training loop logs; building three protobuf objects per scalar was most of the
     writer thread's CPU, taken under the GIL from the training loop. Each tag's encoded prefix is cached.
+
+    Args:
+        clean: the tag as stored (tensorboardX's `clean_tag`); the companion process gets tags already cleaned.
     """
 
     _MAX_TAGS = 10_000  # a run that invents a tag per step must not grow the cache without bound
 
-    def __init__(self) -> None:
+    def __init__(self, clean: Callable[[str], str]) -> None:
+        self._clean = clean
         self._tails: dict[str, bytes] = {}
 
     def encode(self, tag: str, value: float, step: int | None, walltime: float) -> bytes:
@@ -42,7 +45,7 @@ class ScalarEncoder:
         """Everything from the Event's summary field to the float: constant for a tag, so computed once."""
         if len(self._tails) >= self._MAX_TAGS:
             self._tails.clear()
-        name = clean_tag(tag).encode()
+        name = self._clean(tag).encode()
         value_head = b"\x0a" + _varint(len(name)) + name + b"\x15"  # Summary.Value: tag, then simple_value
         value_size = len(value_head) + _FLOAT.size
         summary_head = b"\x0a" + _varint(value_size)  # Summary: field 1, value

@@ -137,16 +137,18 @@ class EventFileNamer:
     processes on one host from opening the same file.
     """
 
-    def __init__(self, suffix: str = "") -> None:
+    def __init__(self, suffix: str = "", pid: int | None = None) -> None:
         self._suffix = suffix
+        self._pid = pid  # None: this process's, asked at each name (a forked child names its files with its own)
         self._host = socket.gethostname()
         self._last_name = ""
 
     def next_name(self) -> str:
         """The name of the next file; always sorts after every name returned before."""
         seq = 0
+        pid = self._pid or os.getpid()
         while True:
-            name = f"events.out.tfevents.{int(time.time()):010d}.{self._host}.{os.getpid()}.{seq:03d}{self._suffix}"
+            name = f"events.out.tfevents.{int(time.time()):010d}.{self._host}.{pid}.{seq:03d}{self._suffix}"
             if name > self._last_name:
                 self._last_name = name
                 return name

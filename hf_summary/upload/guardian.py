@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -68,6 +68,10 @@ SIGTERM_GRACE = 25.0
 _HARD_STOP_MARGIN = 60
 LOG_NAME = "guardian.log"
 _EXIT_WAIT = 5.0  # seconds the last release waits for the guardian to exit
+_ATTACH_TIMEOUT = 30.0  # seconds a new writer waits for the companion to take its ring, else writes in-process
+# Seconds between the companion's reads of the rings: how long an event may sit in shared memory before it is on disk
+# (a flush, a push and the end of the training process do not wait for it).
+_POLL = 0.05
 
 # Variables the guardian's environment leaves out (environments of processes can be listed); they are passed over
 # the socket instead, with the endpoint the training process's huggingface_hub actually uses.
@@ -151,6 +155,15 @@ def watch(logdir: str | os.PathLike[str], spec: UploadSpec, token: str | None = 
         return Watch(None)
 
 
+class CompanionGone(Exception):
+    """The companion process is not there to write the events: the writer writes them itself."""
+
+
+def companion() -> _Client:
+    """This process's companion (the guardian): it also writes the event files of the process's writers."""
+    return _link()
+
+
 def current_pid() -> int | None:
     """The pid of this process's guardian, or None when none is running (nothing watched, or a forked child).
 
@@ -187,8 +200,11 @@ class _Client:
         self._proc: subprocess.Popen[bytes] | None = None
         self._reaper: threading.Thread | None = None
         self._watches: dict[int, bytes] = {}  # id -> its watch message, sent again to a replacement guardian
+        # id -> the companion that has the ring, and what to call if it ends before the ring is detached
+        self._rings: dict[int, tuple[subprocess.Popen[bytes], Callable[[], None]]] = {}
         self._ids = itertools.count(1)
         self._forked = False
+        self._replies = b""  # what was read of the companion's answers, past the last whole line
 
     def pid(self) -> int | None:
         proc = self._proc
@@ -221,13 +237,119 @@ class _Client:
             if self._watches.pop(watch_id, None) is None:
                 return
             self._send(_encode({"op": "release", "id": watch_id}))
-            if self._watches:
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            if self._watches or self._rings:
                 return
             reaper = self._reaper
             self._close()  # end-of-file with nothing watched: the guardian exits
         if reaper is not None:
             # It exits within milliseconds; waiting for it makes a clean close leave no process or thread behind.
             reaper.join(_EXIT_WAIT)
+
+    # The event rings (events/handoff.py): the companion writes the event files of this process's writers.
+
+    def attach(self, fd: int, message: dict[str, Any], on_exit: Callable[[], None],
+               timeout: float = _ATTACH_TIMEOUT) -> tuple[int, dict[str, Any]]:
+        """Hand a ring's file descriptor to the companion (started if needed); returns its id and the answer.
+
+        Raises:
+            CompanionGone: no companion could take it (a forked child, a platform that forbids it, it died).
+        """
+        if self._forked:
+            raise CompanionGone("a forked child has no companion of its own")
+        with self._lock:
+            ring_id = next(self._ids)
+            if self._sock is None:
+                try:
+                    self._start()
+                    for pending in self._watches.values():
+                        self._send(pending, replace=False)
+                except OSError as error:
+                    raise CompanionGone(f"the companion process could not be started: {error}") from error
+            assert self._proc is not None
+            self._rings[ring_id] = (self._proc, on_exit)
+            try:
+                data = _encode({"op": "attach", "id": ring_id, "req": ring_id, **message})
+                sock = self._sock
+                assert sock is not None
+                socket.send_fds(sock, [data], [fd], 0, None)
+                return ring_id, self._answer(ring_id, timeout)
+            except BaseException:
+                self._rings.pop(ring_id, None)
+                raise
+
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send a request about a ring and wait for its answer.
+
+        Raises:
+            CompanionGone: the companion ended (or was never there).
+            TimeoutError: no answer within `timeout` seconds.
+        """
+        with self._lock:
+            req = next(self._ids)
+            if self._sock is None or not self._send(_encode({**message, "req": req}), replace=True):
+                raise CompanionGone("the companion process is gone")
+            return self._answer(req, timeout)
+
+    def detach(self, ring_id: int, upto: int, timeout: float | None = None) -> dict[str, Any]:
+        """Have the companion write a ring's records up to `upto` and close its files; then forget the ring."""
+        try:
+            return self.request({"op": "detach", "ring": ring_id, "upto": upto}, timeout)
+        finally:
+            with self._lock:
+                self._rings.pop(ring_id, None)
+            self._close_if_idle()
+
+    def alive(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.poll() is None and not self._forked
+
+    def _answer(self, req: int, timeout: float | None) -> dict[str, Any]:
+        """Read the companion's answers until the one to `req` (earlier ones were for requests that timed out)."""
+        sock = self._sock
+        assert sock is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            line, sep, rest = self._replies.partition(b"\n")
+            if sep:
+                self._replies = rest
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    continue
+                if answer.get("req") == req:
+                    return dict(answer)
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError("the companion process did not answer in time")
+            readable, _, _ = select.select([sock], [], [], min(left, 1.0) if left is not None else 1.0)
+            if not readable:
+                if self._proc is None or self._proc.poll() is not None:
+                    raise CompanionGone("the companion process ended")
+                continue
+            try:
+                data = sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                raise CompanionGone("the companion process ended")
+            self._replies += data
+
+    def _exited(self, proc: subprocess.Popen[bytes]) -> None:
+        """The reaper's: the companion ended; the rings it served are taken over by their writers."""
+        proc.wait()
+        with self._lock:
+            rings = [ring_id for ring_id, (served_by, _) in self._rings.items() if served_by is proc]
+            callbacks = [self._rings.pop(ring_id)[1] for ring_id in rings]
+        for on_exit in callbacks:
+            try:
+                on_exit()
+            except Exception:
+                logger.exception("Could not take over the events of a writer")
 
     def _send(self, data: bytes, *, replace: bool = True) -> bool:
         """Send one line; False if there is no guardian to send to (a dead one is dropped).
@@ -263,9 +385,9 @@ class _Client:
             raise
         finally:
             theirs.close()
+        self._sock, self._proc, self._replies = ours, proc, b""
         # Reaped the moment it exits, whenever that is: a guardian that ended never lingers as a zombie.
-        reaper = start_thread(proc.wait, name="hf_summary-guardian-reaper")
-        self._sock, self._proc, self._reaper = ours, proc, reaper
+        self._reaper = start_thread(self._exited, name="hf_summary-guardian-reaper", args=(proc,))
 
     def _close(self) -> None:
         if self._sock is not None:
@@ -287,6 +409,7 @@ class _Client:
             self._sock.close()
         self._sock = self._proc = self._reaper = None
         self._watches = {}
+        self._rings = {}
         self._forked = True
         self._lock = threading.RLock()  # the parent's may have been held by one of its other threads
 
@@ -299,7 +422,10 @@ class _Guardian:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._sock = socket.socket(fileno=os.dup(fd))  # to receive the rings' file descriptors and to answer
         self._watches: dict[int, dict[str, Any]] = {}
+        self._rings: dict[int, _Ring] = {}
+        self._fds: list[int] = []  # descriptors received, in order: each attach message takes the first
         self._buffer = b""
         self._parent = os.getppid()
         self._terminated = False
@@ -320,11 +446,20 @@ class _Guardian:
             self._schedule.hurry(self._deadline)  # the wake-up pipe ends the wait it may be in
 
     def run(self) -> int:
-        """Wait, then push what is watched; the exit status is 0 unless a push failed."""
+        """Write the rings' events while the training process lives, then push what is watched; the exit status is
+        0 unless a push failed."""
         while not self._terminated:
-            readable, _, _ = select.select([self._fd, self._wake], [], [])
+            waiting = any(ring.requests for ring in self._rings.values())
+            timeout = (0.001 if waiting else _POLL) if self._rings else None
+            readable, _, _ = select.select([self._fd, self._wake], [], [], timeout)
             if self._fd in readable and not self._receive():
                 break
+            for ring in self._rings.values():
+                ring.serve(self._answer)
+            self._rings = {key: ring for key, ring in self._rings.items() if not ring.detached}
+        for ring in self._rings.values():
+            # The training process ended (or SIGTERM): what it handed off is written, up to its last whole record.
+            ring.finish(final=not self._terminated)
         if not self._watches:
             return 0
         if self._terminated:
@@ -336,22 +471,50 @@ class _Guardian:
     def _receive(self) -> bool:
         """Read what the training process sent; False at end-of-file."""
         try:
-            data = os.read(self._fd, 1 << 16)
+            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 16, 64)
         except OSError:
-            data = b""
+            data, fds = b"", []
+        self._fds.extend(fds)
         if not data:
             return False
         *lines, self._buffer = (self._buffer + data).split(b"\n")
         for line in lines:
             try:
                 message = json.loads(line)
-                if message["op"] == "watch":
+                op = message["op"]
+                if op == "watch":
                     self._watches[message["id"]] = message
-                elif message["op"] == "release":
+                elif op == "release":
                     self._watches.pop(message["id"], None)
+                elif op == "attach":
+                    self._attach(message)
+                elif op in ("flush", "detach"):
+                    ring = self._rings.get(message["ring"])
+                    if ring is None:
+                        self._answer({"req": message["req"], "error": "unknown ring", "open": []})
+                    else:
+                        ring.requests.append(message)
             except (ValueError, KeyError, TypeError):
                 continue  # not ours; the next line may be
         return True
+
+    def _attach(self, message: dict[str, Any]) -> None:
+        fd = self._fds.pop(0)
+        try:
+            ring = _Ring(fd, message)
+        except Exception as error:
+            self._answer({"req": message["req"], "error": f"{type(error).__name__}: {error}"})
+            return
+        finally:
+            os.close(fd)
+        self._rings[message["id"]] = ring
+        self._answer({"req": message["req"], "open": ring.open_files()})
+
+    def _answer(self, answer: dict[str, Any]) -> None:
+        try:
+            self._sock.sendall(_encode(answer), _NOSIGNAL)
+        except OSError:
+            pass  # the training process is gone: it was not waiting
 
     def _push_all(self, reason: str) -> bool:
         watches = list(self._watches.values())
@@ -423,6 +586,57 @@ class _Guardian:
         except BlockingIOError:
             pass
         return event.is_set()
+
+
+class _Ring:
+    """One writer's ring, in the companion: drained into the writer's event files."""
+
+    def __init__(self, fd: int, message: dict[str, Any]) -> None:
+        from ..events.drain import RingDrain
+        from ..events.ring import RingReader, open_ring
+
+        self.drain = RingDrain(RingReader(open_ring(fd)), Path(message["logdir"]), message.get("suffix") or "",
+                               message.get("pid"))
+        self.requests: list[dict[str, Any]] = []  # flushes and the detach, waiting for their records
+        self.detached = False
+        # Like tensorboardX, the writer's first file exists, with its header record, as soon as the writer does.
+        main = self.drain.files.run("")
+        main.open()
+        main.write_pending()
+
+    def open_files(self) -> list[str]:
+        return [str(path) for path in self.drain.files.open_files()]
+
+    def serve(self, answer: Callable[[dict[str, Any]], None]) -> None:
+        """Write what the ring holds; answer the requests whose records are all written."""
+        self.drain.drain()
+        done = self.drain.reader.committed()[0]
+        error = self.drain.error
+        for request in list(self.requests):
+            if request["upto"] >= done and error is None:
+                continue  # a record before the mark is still being written by its thread
+            self.requests.remove(request)
+            message = f"{type(error).__name__}: {error}" if error is not None else None
+            if request["op"] == "detach":
+                message = self.finish(final=True) or message
+            elif request.get("roll_size") and error is None:
+                self.drain.files.roll(int(request["roll_size"]))
+            answer({"req": request["req"], "error": message, "open": self.open_files()})
+
+    def finish(self, *, final: bool) -> str | None:
+        """Write everything the ring holds; if `final` (the writer closed, or its process ended), close the files,
+        fsynced, and the ring. Returns what went wrong, if anything."""
+        if self.detached:
+            return None
+        self.drain.drain(final=final)
+        if not final:
+            return None
+        failures = self.drain.files.close()
+        self.detached = True
+        self.drain.reader.memory.close()
+        if self.drain.error is not None:
+            return f"{type(self.drain.error).__name__}: {self.drain.error}"
+        return "; ".join(f"could not close {run.path}: {failure}" for run, failure in failures) or None
 
 
 @contextmanager

@@ -1,0 +1,220 @@
+"""The hand-off: events put into memory shared with the companion process, which writes the event files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hf_summary import LocalSummaryWriter
+from hf_summary.events import files as event_files
+from hf_summary.events.drain import RingDrain
+from hf_summary.events.handoff import SharedEventQueue
+from hf_summary.events.ring import KEY, SCALAR, RingReader, RingWriter, create
+from hf_summary.process import STATE
+from hf_summary.testing import LocalHub
+from hf_summary.upload import guardian
+
+from .helpers import accumulate, download_run, scalars
+
+
+def _steps(run_dir: Path, tag: str) -> list[int]:
+    return [step for step, _ in scalars(run_dir, tag)]
+
+
+def test_a_value_logged_just_before_sigkill_reaches_the_hub(hub: LocalHub, repo_id: str, logdir: Path,
+                                                            tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        import os, signal, sys, time
+        from hf_summary import HFSummaryWriter
+        from hf_summary.upload import guardian
+        writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60)
+        print(guardian.current_pid(), flush=True)
+        for step in range(1500):
+            writer.add_scalar("v", float(step), step)
+            if step == 1499:
+                os.kill(os.getpid(), signal.SIGKILL)  # right after the call: no flush, no writer thread
+            time.sleep(0.001)
+    """)
+    result = subprocess.run([sys.executable, "-c", script, repo_id, str(logdir)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    companion = psutil.Process(int(result.stdout.split()[0]))
+    companion.wait(timeout=300)  # it writes what was handed off, pushes it, and exits
+    run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
+    assert scalars(run, "v") == [(step, float(step)) for step in range(1500)]
+
+
+def test_threads_and_a_forked_child_log_at_once(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    writer = LocalSummaryWriter(str(logdir))
+    assert isinstance(writer._events, SharedEventQueue)
+
+    def log(thread: int) -> None:
+        for step in range(2000):
+            writer.add_scalar(f"t{thread}", float(step), step)
+            if step % 500 == 0:
+                writer.add_text(f"text{thread}", f"step {step}", step)
+
+    threads = [threading.Thread(target=log, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    pid = os.fork()
+    if pid == 0:  # a data-loader worker: writes its own file, in-process
+        try:
+            for step in range(100):
+                writer.add_scalar("child", float(step), step)
+            writer.flush()
+        finally:
+            os._exit(0)
+    for thread in threads:
+        thread.join()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    writer.close()
+    acc = accumulate(logdir)
+    for n in range(4):
+        assert [e.step for e in acc.Scalars(f"t{n}")] == list(range(2000))
+        assert [e.step for e in acc.Tensors(f"text{n}/text_summary")] == [0, 500, 1000, 1500]
+    assert _steps(logdir, "child") == list(range(100))
+    assert len({p.name.split(".")[5] for p in logdir.glob("*tfevents*")}) == 2  # the parent's pid, the child's
+
+
+def test_a_full_ring_blocks_the_caller_says_so_once_and_loses_nothing(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    logdir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="hf_summary"):
+        with LocalSummaryWriter(str(logdir), ring_size=256 * 1024) as writer:  # 2 048 slots
+            for step in range(30_000):
+                writer.add_scalar("x", float(step), step)
+    full = [r for r in caplog.records if "is full" in r.getMessage()]
+    assert len(full) == 1
+    assert _steps(logdir, "x") == list(range(30_000))
+
+
+def test_both_paths_give_tensorboard_the_same_values(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    def log(writer: LocalSummaryWriter) -> None:
+        for step in range(50):
+            writer.add_scalar("loss/train", 1.0 / (step + 1), step, walltime=1000.0 + step)
+            writer.add_scalars("pair", {"a": float(step), "b": -float(step)}, step, walltime=1000.0 + step)
+        writer.add_histogram("w", np.arange(100.0), 3, walltime=1.0)
+        writer.add_image("img", np.zeros((3, 8, 8)), 4, walltime=2.0)
+        writer.add_text("note", "hello", 5, walltime=3.0)
+        writer.add_scalar("big", 1e39, 6, walltime=4.0)  # beyond float32: an infinity, as protobuf stores it
+
+    with LocalSummaryWriter(str(tmp_path / "ring")) as ring:
+        assert isinstance(ring._events, SharedEventQueue)
+        log(ring)
+
+    def no_companion() -> None:
+        raise OSError("processes are forbidden here")
+
+    monkeypatch.setattr(guardian, "companion", no_companion)
+    monkeypatch.setattr(STATE, "said", set())
+    with caplog.at_level(logging.WARNING, logger="hf_summary"):
+        for name in ("fallback", "fallback-again"):
+            with LocalSummaryWriter(str(tmp_path / name)) as fallback:
+                assert not isinstance(fallback._events, SharedEventQueue)
+                log(fallback)
+    said = [r for r in caplog.records if "written by this process" in r.getMessage()]
+    assert len(said) == 1  # said once, not once per writer
+
+    def content(run_dir: Path) -> dict:
+        acc = accumulate(run_dir)
+        return {
+            "scalars": {t: [(e.wall_time, e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]},
+            "histograms": {t: [(e.step, e.histogram_value) for e in acc.Histograms(t)]
+                           for t in acc.Tags()["histograms"]},
+            "images": {t: [(e.step, e.encoded_image_string) for e in acc.Images(t)] for t in acc.Tags()["images"]},
+            "tensors": {t: [(e.step, e.tensor_proto) for e in acc.Tensors(t)] for t in acc.Tags()["tensors"]},
+        }
+
+    for run in (".", "pair/a", "pair/b"):
+        ours, theirs = content(tmp_path / "ring" / run), content(tmp_path / "fallback" / run)
+        assert ours == theirs and ours["scalars"], run
+    assert content(tmp_path / "ring")["scalars"]["big"][0][2] == float("inf")
+
+
+def test_a_companion_killed_mid_run_is_taken_over_without_loss_or_repeat(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    with LocalSummaryWriter(str(logdir)) as writer:
+        for step in range(1000):
+            writer.add_scalar("x", float(step), step)
+        companion = psutil.Process(guardian.current_pid())
+        companion.kill()
+        companion.wait(timeout=60)
+        for step in range(1000, 2000):
+            writer.add_scalar("x", float(step), step)
+        writer.flush()
+        assert not isinstance(writer._events._local, type(None))  # this process writes the events now
+    assert _steps(logdir, "x") == list(range(2000))
+
+
+def _ring(tmp_path: Path, values: int) -> tuple[RingWriter, RingReader]:
+    fd, memory = create(slots=1024, data_size=64 * 1024)
+    os.close(fd)
+    writer = RingWriter(memory, tmp_path / "spill")
+    writer.put_data(KEY, 1, b"\0loss")
+    for step in range(values):
+        writer.put_scalar(1, float(step), step, 1.0)
+    return writer, RingReader(memory)
+
+
+def test_a_reader_dying_after_its_batch_was_written_is_not_repeated(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = tmp_path / "run"
+    _, reader = _ring(tmp_path, 100)
+    dying = RingDrain(reader, logdir)
+    monkeypatch.setattr(reader, "commit", lambda: None)  # dies between its write and its commit
+    dying.drain()
+    dying.files.close()
+    taker = RingDrain(RingReader(reader.memory), logdir, keys={1: ("", "loss")})
+    taker.recover()
+    taker.drain(final=True)
+    taker.files.close()
+    assert _steps(logdir, "loss") == list(range(100))
+
+
+def test_a_reader_dying_in_the_middle_of_a_write_is_cut_back_and_read_again(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = tmp_path / "run"
+    writer, reader = _ring(tmp_path, 10)
+    first = RingDrain(reader, logdir)
+    first.drain()  # a batch written and committed
+    for step in range(10, 100):
+        writer.put_scalar(1, float(step), step, 1.0)
+
+    def half_then_die(fd: int, data: memoryview) -> int:
+        os.write(fd, data[: len(data) // 2])
+        raise KeyboardInterrupt  # stands for the process dying: nothing below runs
+
+    monkeypatch.setattr(event_files, "_os_write", half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        first.drain()
+    monkeypatch.setattr(event_files, "_os_write", os.write)
+    first.files.close()
+    taker = RingDrain(RingReader(reader.memory), logdir, keys={1: ("", "loss")})  # the keys its writer knows
+    taker.recover()
+    taker.drain(final=True)
+    taker.files.close()
+    assert _steps(logdir, "loss") == list(range(100))
+
+
+def test_a_torn_slot_is_never_read(tmp_path: Path) -> None:
+    writer, reader = _ring(tmp_path, 3)
+    at = 64 * 1024 + (3 & 1023) * 64  # the slot of sequence number 3 (the third scalar; 1 was the key)
+    writer.memory[at + 30] ^= 0xFF  # a byte of its value not yet written, or not yet visible
+    records = reader.read(10)
+    assert [(r.kind, r.seq) for r in records] == [(KEY, 1), (SCALAR, 2)]  # stops at the torn one, waits for it
+    final = RingReader(writer.memory).read(10, final=True)
+    assert [r.seq for r in final] == [1, 2, 4]  # no writer left: skipped, never read as an event

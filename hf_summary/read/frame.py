@@ -12,12 +12,11 @@ import numpy as np
 from .. import defaults
 from ..show import ShowError, parse_source
 from .fetch import ReadError, sync_mirror
-from .runs import RunScalars, find_runs, read_run
+from .runs import Columns, find_runs, read_run
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped]
 
-COLUMNS = ("run", "tag", "step", "wall_time", "value")
 EXTRA = "data"  # the extra that installs what reading into a DataFrame needs
 
 
@@ -67,50 +66,37 @@ def read_scalars(
     wanted_tags = None if tags is None else set([tags] if isinstance(tags, str) else tags)
     wanted_runs = None if runs is None else set([runs] if isinstance(runs, str) else runs)
     logdir = local_logdir(source, path_in_repo=path_in_repo, repo_type=repo_type, revision=revision, token=token)
-    names: list[str] = []
-    tag_names: dict[str, int] = {}
-    parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    for name, files in find_runs(logdir):
-        if wanted_runs is None or name in wanted_runs:
-            parts.append(_part(len(names), read_run(files, wanted_tags), tag_names))
-            names.append(name)
-    return _frame(pandas, names, tag_names, parts)
+    chosen = [(name, files) for name, files in find_runs(logdir) if wanted_runs is None or name in wanted_runs]
+    out = Columns.for_files([path for _, files in chosen for path in files])
+    tag_names: dict[str, int] = {}  # every run's tags, numbered in order of appearance
+    sizes = []
+    for _, files in chosen:
+        start = out.size
+        run_tags = read_run(files, out, wanted_tags)
+        remap = np.array([tag_names.setdefault(tag, len(tag_names)) for tag in run_tags] or [0], dtype=np.int32)
+        out.tag[start:out.size] = remap[out.tag[start:out.size]]
+        sizes.append(out.size - start)
+    return _frame(pandas, [name for name, _ in chosen], sizes, tag_names, out)
 
 
-def _part(number: int, run: RunScalars, tag_names: dict[str, int]
-          ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A run's columns, its tag codes renumbered into the frame's (`tag_names`, which this extends)."""
-    remap = np.array([tag_names.setdefault(tag, len(tag_names)) for tag in run.tags] or [0], dtype=np.int32)
-    return number, remap[run.tag], run.step, run.wall_time, run.value
-
-
-def _frame(pandas: Any, runs: list[str], tags: dict[str, int],
-           parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> pd.DataFrame:
-    """The DataFrame of the runs' columns, built one column at a time so that at most one is held twice."""
-    sizes = [part[1].size for part in parts]
-    run_codes = np.repeat(np.array([part[0] for part in parts], dtype=np.int32), sizes)
+def _frame(pandas: Any, runs: list[str], sizes: list[int], tags: dict[str, int], out: Columns) -> pd.DataFrame:
+    """The DataFrame of the columns: tags sorted by name; the numbers' columns taken as they are, not copied."""
     order = sorted(tags)
     position = {tag: index for index, tag in enumerate(order)}
-    rank = np.array([position[tag] for tag in tags] or [0], dtype=np.int32)  # `tags` is in code order
-    columns: dict[str, Any] = {
+    rank = np.array([position[tag] for tag in tags] or [0], dtype=_code_type(len(tags)))  # `tags`: in code order
+    run_codes = np.repeat(np.arange(len(runs), dtype=_code_type(len(runs))), sizes)
+    return pandas.DataFrame({
         "run": pandas.Categorical.from_codes(run_codes, categories=runs),
-        "tag": pandas.Categorical.from_codes(rank[_join(parts, 1, np.int32)], categories=order),
-    }
-    for index, name in enumerate(COLUMNS[2:], start=2):
-        columns[name] = _join(parts, index, np.int64 if name == "step" else np.float64)
-    return pandas.DataFrame(columns, copy=False)
+        "tag": pandas.Categorical.from_codes(rank[out.tag[:out.size]], categories=order),
+        "step": out.step[:out.size],
+        "wall_time": out.wall_time[:out.size],
+        "value": out.value[:out.size],
+    }, copy=False)
 
 
-def _join(parts: list[Any], index: int, dtype: Any) -> np.ndarray:
-    """Column `index` of all parts in one array; each part's column is dropped as soon as it is copied."""
-    out = np.empty(sum(part[index].size for part in parts), dtype=dtype)
-    at = 0
-    for number, part in enumerate(parts):
-        column = part[index]
-        out[at:at + column.size] = column
-        at += column.size
-        parts[number] = (*part[:index], column[:0], *part[index + 1:])
-    return out
+def _code_type(categories: int) -> type[np.signedinteger[Any]]:
+    """The integer type pandas keeps a categorical's codes in: built in it, they are not converted (copied)."""
+    return np.int8 if categories < 2**7 else np.int16 if categories < 2**15 else np.int32
 
 
 def local_logdir(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 
 from .scan import Scanned, scan
 
-CHUNK_SIZE = 16 * 1024 * 1024  # bytes of a file scanned at once: bounds the memory besides the result
+CHUNK_SIZE = 1024 * 1024  # bytes of a file scanned at once: its arrays stay in the CPU's caches, and small
 SCALARS_PLUGIN = "scalars"
 _RESTART_VERSION = 2.0  # file versions from which a SessionLog.START, not a step going back, marks a restart
 
@@ -56,41 +56,77 @@ def find_runs(logdir: Path) -> list[tuple[str, list[Path]]]:
     return sorted(runs)
 
 
-@dataclass
-class RunScalars:
-    """The scalars of one run, in the order TensorBoard holds them (per tag: the order written).
+MIN_SCALAR_RECORD = 36  # bytes of the shortest record holding a value (16 of framing, 20 of event)
 
-    Attributes:
-        tags: the run's tags; `tag` indexes them.
-        tag, step, wall_time, value: one entry per value.
+
+class Columns:
+    """The values read, in columns allocated once for all runs: `tag` (each run's own codes), `step`, `wall_time`,
+    `value`. Memory is reserved for as many values as the event files' bytes could hold; pages never written are
+    never resident, so the columns cost what they hold, and the DataFrame takes them without a copy.
+
+    Args:
+        capacity: values to reserve room for; more are taken by growing (a copy).
     """
 
-    tags: list[str]
-    tag: np.ndarray
-    step: np.ndarray
-    wall_time: np.ndarray
-    value: np.ndarray
+    def __init__(self, capacity: int) -> None:
+        self.size = 0
+        self.tag = np.empty(capacity, dtype=np.int32)
+        self.step = np.empty(capacity, dtype=np.int64)
+        self.wall_time = np.empty(capacity, dtype=np.float64)
+        self.value = np.empty(capacity, dtype=np.float64)
+
+    @classmethod
+    def for_files(cls, files: list[Path]) -> Columns:
+        """Columns with room for every value of `files`, if all are plain scalars."""
+        return cls(sum(path.stat().st_size for path in files) // MIN_SCALAR_RECORD + 1)
+
+    def append(self, tag: np.ndarray, step: np.ndarray, wall_time: np.ndarray, value: np.ndarray) -> None:
+        end = self.size + tag.size
+        if end > self.tag.size:  # events of several values each: more values than the bytes' guess
+            for name in ("tag", "step", "wall_time", "value"):
+                column = getattr(self, name)
+                grown = np.empty(max(end, 2 * column.size), dtype=column.dtype)
+                grown[:self.size] = column[:self.size]
+                setattr(self, name, grown)
+        self.tag[self.size:end] = tag
+        self.step[self.size:end] = step
+        self.wall_time[self.size:end] = wall_time
+        self.value[self.size:end] = value
+        self.size = end
+
+    def keep(self, start: int, keep: np.ndarray) -> None:
+        """Keep only the values from `start` on that `keep` selects, in place."""
+        end = start + int(np.count_nonzero(keep))
+        for column in (self.tag, self.step, self.wall_time, self.value):
+            column[start:end] = column[start:self.size][keep]
+        self.size = end
 
 
-def read_run(files: list[Path], tags: set[str] | None = None) -> RunScalars:
-    """Read a run's event files (in the order given: TensorBoard's is name order) as `EventAccumulator` would.
+def read_run(files: list[Path], out: Columns, tags: set[str] | None = None) -> list[str]:
+    """Read a run's event files (in the order given: TensorBoard's is name order) as `EventAccumulator` would,
+    appending its values to `out`.
 
     Args:
         files: the run's event files.
+        out: where the values go; their `tag` codes index the list returned.
         tags: only these tags (None: all).
+
+    Returns:
+        The run's tags.
 
     Example:
         ```py
-        >>> run = read_run(sorted(Path("runs/mlp").glob("*tfevents*")))
-        >>> run.tags[run.tag[0]], run.step[0], run.value[0]
+        >>> out = Columns(1000)
+        >>> tags = read_run(sorted(Path("runs/mlp").glob("*tfevents*")), out)
+        >>> tags[out.tag[0]], out.step[0], out.value[0]
         ('loss', 0, 0.6931471824645996)
         ```
     """
-    reader = _RunReader()
+    reader = _RunReader(out)
     for path in files:
         for scanned in _scan_file(path):
             reader.add(scanned)
-    return reader.result(tags)
+    return reader.finish(tags)
 
 
 def _scan_file(path: Path) -> Iterator[Scanned]:
@@ -118,38 +154,23 @@ class _Purge:
     tags: np.ndarray | None = None
 
 
-@dataclass
-class _Pieces:
-    """Columns of the values read so far, in pieces."""
-
-    tag: list[np.ndarray] = field(default_factory=list)
-    step: list[np.ndarray] = field(default_factory=list)
-    wall_time: list[np.ndarray] = field(default_factory=list)
-    value: list[np.ndarray] = field(default_factory=list)
-    tensor: list[np.ndarray] = field(default_factory=list)  # values that count only if their tag is a scalar's
-    size: int = 0
-
-    def add(self, tag: np.ndarray, step: np.ndarray, wall_time: np.ndarray, value: np.ndarray,
-            tensor: np.ndarray) -> None:
-        if tag.size:
-            self.tag.append(tag)
-            self.step.append(step)
-            self.wall_time.append(wall_time)
-            self.value.append(value)
-            self.tensor.append(tensor)
-            self.size += tag.size
-
-
 class _RunReader:
     """A run's state as `EventAccumulator` keeps it, fed with scanned chunks in reading order."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Columns) -> None:
+        self.out = out
+        self.start = out.size
         self.file_version: float | None = None
         self.most_recent_step = -1
         self.plugins: dict[str, str] = {}  # tag -> plugin of its first metadata
         self.tag_codes: dict[str, int] = {}
-        self.pieces = _Pieces()
+        self.tensors: list[int] = []  # where tensor values are: they count only if their tag is a scalar's
         self.purges: list[_Purge] = []
+
+    @property
+    def size(self) -> int:
+        """Values of the run read so far."""
+        return self.out.size - self.start
 
     def _legacy(self) -> bool:
         return not (self.file_version and self.file_version >= _RESTART_VERSION)
@@ -182,24 +203,25 @@ class _RunReader:
                 if self._legacy():  # the event itself is taken one by one
                     stop = record
                     break
-            position = self.pieces.size + int(np.searchsorted(ordinal, record)) - begin + len(extra)
+            position = self.size + int(np.searchsorted(ordinal, record)) - begin + len(extra)
             if _is_start(event):
                 self.purges.append(_Purge(position, event.step))
             extra.extend((record, *item) for item in self._values(event))
         end = int(np.searchsorted(ordinal, stop))
         if not extra:
-            self.pieces.add(codes[begin:end], scanned.step[begin:end], scanned.wall_time[begin:end],
-                            scanned.value[begin:end], np.zeros(end - begin, dtype=bool))
+            self.out.append(codes[begin:end], scanned.step[begin:end], scanned.wall_time[begin:end],
+                            scanned.value[begin:end])
             return stop
         records = np.concatenate([ordinal[begin:end], np.array([item[0] for item in extra], dtype=np.int64)])
         order = np.argsort(records, kind="stable")  # the other events' values in their records' places
         columns = list(zip(*(item[1:] for item in extra), strict=True))
-        self.pieces.add(
+        tensor = np.concatenate([np.zeros(end - begin, dtype=bool), np.array(columns[4], dtype=bool)])[order]
+        self.tensors.extend((self.size + np.flatnonzero(tensor)).tolist())
+        self.out.append(
             np.concatenate([codes[begin:end], np.array(columns[0], dtype=np.int32)])[order],
             np.concatenate([scanned.step[begin:end], np.array(columns[1], dtype=np.int64)])[order],
             np.concatenate([scanned.wall_time[begin:end], np.array(columns[2], dtype=np.float64)])[order],
-            np.concatenate([scanned.value[begin:end], np.array(columns[3], dtype=np.float64)])[order],
-            np.concatenate([np.zeros(end - begin, dtype=bool), np.array(columns[4], dtype=bool)])[order])
+            np.concatenate([scanned.value[begin:end], np.array(columns[3], dtype=np.float64)])[order])
         return stop
 
     def _one_by_one(self, scanned: Scanned, codes: np.ndarray, first: int) -> int:
@@ -223,16 +245,16 @@ class _RunReader:
                 items = [(event_tags[0], step, float(scanned.wall_time[index]), float(scanned.value[index]), False)]
             if self._legacy():
                 if step < self.most_recent_step and has_summary:
-                    self.purges.append(_Purge(self.pieces.size, step, np.array(event_tags, dtype=np.int32)))
+                    self.purges.append(_Purge(self.size, step, np.array(event_tags, dtype=np.int32)))
                 else:
                     self.most_recent_step = step
             elif restart:
-                self.purges.append(_Purge(self.pieces.size, step))
+                self.purges.append(_Purge(self.size, step))
             if items:
                 columns = list(zip(*items, strict=True))
-                self.pieces.add(np.array(columns[0], dtype=np.int32), np.array(columns[1], dtype=np.int64),
-                                np.array(columns[2], dtype=np.float64), np.array(columns[3], dtype=np.float64),
-                                np.array(columns[4], dtype=bool))
+                self.tensors.extend(self.size + index for index, tensor in enumerate(columns[4]) if tensor)
+                self.out.append(np.array(columns[0], dtype=np.int32), np.array(columns[1], dtype=np.int64),
+                                np.array(columns[2], dtype=np.float64), np.array(columns[3], dtype=np.float64))
             if not self._legacy():
                 return record + 1
         return scanned.records
@@ -252,10 +274,11 @@ class _RunReader:
                     items.append((self._code(tag), event.step, event.wall_time, number, True))
         return items
 
-    def result(self, tags: set[str] | None) -> RunScalars:
-        pieces = self.pieces
-        tag = _concatenate(pieces.tag, np.int32)
-        step = _concatenate(pieces.step, np.int64)
+    def finish(self, tags: set[str] | None) -> list[str]:
+        """Drop the values TensorBoard drops (restarts, tensors of tags that are not scalars) and the tags not
+        asked for; return the run's tags."""
+        out, start = self.out, self.start
+        tag, step = out.tag[start:out.size], out.step[start:out.size]
         keep = np.ones(tag.size, dtype=bool)
         _apply_restarts(keep, step, [purge for purge in self.purges if purge.tags is None])
         for purge in self.purges:
@@ -263,29 +286,15 @@ class _RunReader:
                 head = slice(0, purge.position)
                 keep[head] &= ~(np.isin(tag[head], purge.tags) & (step[head] >= purge.step))
         names = list(self.tag_codes)
-        tensor = _concatenate(pieces.tensor, bool)
-        if tensor.any():
-            scalar_tags = np.array([self.plugins.get(name) == SCALARS_PLUGIN for name in names] or [False])
-            keep &= ~tensor | scalar_tags[tag]
+        if self.tensors:
+            scalar_tags = np.array([self.plugins.get(name) == SCALARS_PLUGIN for name in names])
+            tensors = np.array(self.tensors, dtype=np.int64)
+            keep[tensors] &= scalar_tags[tag[tensors]]
         if tags is not None:
             keep &= np.isin(tag, [code for name, code in self.tag_codes.items() if name in tags])
-        everything = bool(keep.all())
-        return RunScalars(
-            tags=names,
-            tag=tag if everything else tag[keep],
-            step=step if everything else step[keep],
-            wall_time=_concatenate(pieces.wall_time, np.float64, None if everything else keep),
-            value=_concatenate(pieces.value, np.float64, None if everything else keep),
-        )
-
-
-def _concatenate(pieces: list[np.ndarray], dtype: Any, keep: np.ndarray | None = None) -> np.ndarray:
-    """One column from its pieces (emptied as they are used), only the entries `keep` selects."""
-    if not pieces:
-        return np.zeros(0, dtype=dtype)
-    column = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-    pieces.clear()
-    return column if keep is None else column[keep]
+        if not keep.all():
+            out.keep(start, keep)
+        return names
 
 
 def _apply_restarts(keep: np.ndarray, step: np.ndarray, purges: list[_Purge]) -> None:

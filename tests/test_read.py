@@ -68,7 +68,7 @@ def _write_runs(logdir: Path) -> Path:
                 writer.add_scalar("acc", step / 7, step)
                 if step % 20 == 0:
                     writer.add_histogram("weights", np.arange(5.0) * step, step)
-                    writer.add_text("note", f"step {step}", step)
+                    writer.add_text("note", f"step {step} " * 300, step)  # longer than a test's chunk
 
     tbx(".", range(3), ".root")  # a run in the logdir itself: "."
     tbx("two_files", range(0, 40), ".0")
@@ -189,6 +189,16 @@ def test_a_logdir_reads_exactly_as_tensorboard_reads_it(runs: tuple[Path, Values
     assert {("sub/group/loss/train", "group/loss"), ("tensors", "tf/loss"), ("tensors", "tf/double"),
             ("torch", "torch/double"), ("torch", "torch/new_style"), (".", "loss")} <= set(expected)
     assert ("tensors", "tf/text") not in expected and ("tensors", "legacy_node") not in expected
+
+
+def test_records_across_chunk_boundaries_read_the_same(runs: tuple[Path, Values],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hf_summary.read import runs as runs_module
+
+    logdir, expected = runs
+    for size in (97, 1000, 4099):  # records cut anywhere, and records longer than a chunk
+        monkeypatch.setattr(runs_module, "CHUNK_SIZE", size)
+        assert _ours(hf_summary.read_scalars(logdir)) == expected
 
 
 def test_tags_and_runs_select(runs: tuple[Path, Values]) -> None:

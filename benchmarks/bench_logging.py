@@ -1,6 +1,6 @@
 """Issue 5: what logging costs the training loop, ours vs tensorboardX, torch and huggingface_hub.
 
-Four parts (select with `--parts`):
+Five parts (select with `--parts`):
 
 a. `add_scalar` latency (one `perf_counter_ns` pair around each call; calls back to back, then in bursts separated
    by short sleeps like a training loop's) and back-to-back throughput, one fresh child process per contestant and
@@ -16,6 +16,12 @@ b. A small torch MLP trained on the CPU (one thread, ~0.5 ms a step) logging fou
 c. `add_histogram` and `add_image` cost per call, ours vs tensorboardX (no target: information).
 d. Import time: wall time of `python -c "import X"` minus that of `python -c "pass"`, medians of interleaved
    fresh processes (no target: information).
+e. The hand-off (issue 21): a smaller MLP (a CPU step of about 0.2 ms) logging four scalars a step, the writer
+   otherwise idle (no push during the run), in one process: no writer, ours (events handed off to the companion
+   process through shared memory), ours with `ring_size=None` (events written by a thread of the training process,
+   the path before), tensorboardX. Target: ours <= 1.01x the loop without a writer. Then `add_scalar` per call
+   (Python float, back to back) for both of our paths. The time from SIGKILL to the last value on the Hub, with
+   values logged up to the kill, is `bench_crash.py`'s.
 
     .venv/bin/python benchmarks/bench_logging.py
     .venv/bin/python benchmarks/bench_logging.py --parts b --train-rounds 15
@@ -56,6 +62,9 @@ WRITERS = {
 # Part b's runs: name -> writer kind. "ours" commits from a side thread during the run; "ours-idle" is the same
 # writer with a one-hour schedule, which makes no commit during the run: the difference is the commits' cost.
 TRAIN_MODES = {"none": None, "ours": "ours", "ours-idle": "ours", "tensorboardX": "tensorboardX"}
+# Part e's runs: the writer otherwise idle, our two event paths.
+HANDOFF_MODES = {"none": None, "ours": "ours", "ours-inprocess": "ours-inprocess", "tensorboardX": "tensorboardX"}
+HANDOFF_TARGET = 1.01
 IMPORTS = {
     "hf_summary": "import hf_summary",
     "hf_summary.HFSummaryWriter": "from hf_summary import HFSummaryWriter",
@@ -68,10 +77,11 @@ IMPORTS = {
 
 def make_writer(kind: str, logdir: str, repo_id: str) -> Any:
     """A writer of the given kind; the uploading ones get a long interval so that only our triggers commit."""
-    if kind == "ours":
+    if kind in ("ours", "ours-inprocess"):
         from hf_summary import HFSummaryWriter
 
-        return HFSummaryWriter(repo_id, logdir=logdir, commit_every=60)
+        ring = {} if kind == "ours" else {"ring_size": None}
+        return HFSummaryWriter(repo_id, logdir=logdir, commit_every=60, **ring)
     if kind == "tensorboardX":
         from tensorboardX import SummaryWriter
 
@@ -208,16 +218,17 @@ def training_loop(params: dict[str, Any]) -> None:
 
     run(None, params["warmup_steps"])  # first calls of torch ops allocate and dispatch slowly
     rounds = []
+    train_modes = params.get("modes", TRAIN_MODES)
     for r in range(params["rounds"]):
         result: dict[str, Any] = {}
-        modes = list(TRAIN_MODES)
+        modes = list(train_modes)
         for mode in modes[r % 4:] + modes[:r % 4]:  # rotate the order: no mode always runs first
-            kind = TRAIN_MODES[mode]
+            kind = train_modes[mode]
             writer = None
             if kind is not None:
                 writer = make_writer(kind, f"{params['logdir']}/{mode}-{r}", f"{params['repo_prefix']}-{mode}-{r}")
             run(writer, params["warmup_steps"])
-            if kind == "ours":
+            if kind in ("ours", "ours-inprocess"):
                 # The first push of a writer also checks the model card: make it before timing, so that the timed
                 # commits are ordinary ones and both of our runs start from the same state.
                 writer.scheduler.trigger().result()
@@ -265,8 +276,26 @@ def histogram_image_cost(params: dict[str, Any]) -> None:
     emit_result({kind: {what: median(values) for what, values in d.items()} for kind, d in per_round.items()})
 
 
+def handoff_calls(params: dict[str, Any]) -> None:
+    """Part e, per call: add_scalar of a Python float, back to back, through each of our two event paths."""
+    pc = time.perf_counter_ns
+    result = {}
+    for kind in ("ours", "ours-inprocess"):
+        writer = make_writer(kind, f"{params['logdir']}/{kind}", f"{params['repo_id']}-{kind}")
+        for i in range(2_000):
+            writer.add_scalar("warmup", 0.5, i)
+        n = params["calls"]
+        t0 = pc()
+        for step in range(n):
+            writer.add_scalar("x", 0.5 + step * 1e-6, step)
+        result[kind] = (pc() - t0) / n / 1000
+        writer.close()
+    emit_result(result)
+
+
 def child(params: dict[str, Any]) -> None:
-    {"a": scalar_latency, "b": training_loop, "c": histogram_image_cost}[params["part"]](params)
+    {"a": scalar_latency, "b": training_loop, "c": histogram_image_cost, "e": handoff_calls,
+     "e-loop": training_loop}[params["part"]](params)
 
 
 # Parent side --------------------------------------------------------------------------------------------------------
@@ -351,6 +380,32 @@ def part_b(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdic
                    f"{ratio['tensorboardX']:.3f}x)")
 
 
+def part_e(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdicts) -> None:
+    print(f"\n(e) The hand-off: MLP {args.width_e}-{args.width_e}-{args.width_e}-10, batch {args.batch_e}, one thread; "
+          f"{args.steps} timed steps per run after {args.warmup_steps} warm-up steps; {args.train_rounds} rounds of "
+          f"{'/'.join(HANDOFF_MODES)} in rotating order, one process; four scalars a step; no push during the run.",
+          flush=True)
+    params = {"part": "e-loop", "logdir": str(work / "e"), "repo_prefix": f"{hub.user}/bench-handoff",
+              "width": args.width_e, "batch": args.batch_e, "steps": args.steps, "warmup_steps": args.warmup_steps,
+              "rounds": args.train_rounds, "commit_interval": 3600.0, "modes": HANDOFF_MODES}
+    rounds = run_child(__file__, params, child_env(hub, work / "hf_home"), timeout=1800)["rounds"]
+    writers = [mode for mode in HANDOFF_MODES if mode != "none"]
+    rows = [[f"round {i + 1}", *(f"{r[m]['mean_us']:.1f}" for m in HANDOFF_MODES),
+             *(f"{r[m]['mean_us'] / r['none']['mean_us']:.3f}" for m in writers)] for i, r in enumerate(rounds)]
+    ratio = {m: median([r[m]["mean_us"] / r["none"]["mean_us"] for r in rounds]) for m in writers}
+    rows.append(["median", *(f"{median([r[m]['mean_us'] for r in rounds]):.1f}" for m in HANDOFF_MODES),
+                 *(f"{ratio[m]:.3f}" for m in writers)])
+    print(format_table(["", *(f"{m} us" for m in HANDOFF_MODES), *(f"{m}/none" for m in writers)], rows))
+    calls = run_child(__file__, {"part": "e", "logdir": str(work / "e-calls"), "repo_id": f"{hub.user}/bench-calls",
+                                 "calls": args.throughput_calls}, child_env(hub, work / "hf_home"), timeout=600)
+    print(f"add_scalar per call, back to back ({args.throughput_calls} calls): hand-off {calls['ours']:.2f} us, "
+          f"in-process queue {calls['ours-inprocess']:.2f} us.")
+    verdicts.check(f"(e) training step with our writer (hand-off) <= {HANDOFF_TARGET:g}x the step without a writer",
+                   ratio["ours"] <= HANDOFF_TARGET,
+                   f"{ratio['ours']:.3f}x (in-process: {ratio['ours-inprocess']:.3f}x; tensorboardX: "
+                   f"{ratio['tensorboardX']:.3f}x)")
+
+
 def part_c(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
     print(f"\n(c) add_histogram (torch.randn({args.hist_side}, {args.hist_side}), default 'tensorflow' bins) and "
           f"add_image (torch.rand(3, {args.image_side}, {args.image_side})), add_scalar of a 0-d CPU tensor (ours "
@@ -384,7 +439,7 @@ def part_d(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. 'ab'")
+    parser.add_argument("--parts", default="abcde", help="which parts to run, e.g. 'ab'")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds for parts a and c")
     parser.add_argument("--train-rounds", type=int, default=9, help="(b) interleaved rounds")
     parser.add_argument("--calls", type=int, default=20_000, help="(a) timed add_scalar calls per run")
@@ -397,6 +452,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3_000, help="(b) timed steps per run")
     parser.add_argument("--warmup-steps", type=int, default=300, help="(b) untimed steps before each run")
     parser.add_argument("--commit-interval", type=float, default=1.0, help="(b) seconds between our commits")
+    parser.add_argument("--width-e", type=int, default=64, help="(e) MLP width (a step of about 0.2 ms)")
+    parser.add_argument("--batch-e", type=int, default=16, help="(e) batch size")
     parser.add_argument("--calls-c", type=int, default=100, help="(c) calls per round and kind")
     parser.add_argument("--hist-side", type=int, default=256, help="(c) histogram of a side x side tensor")
     parser.add_argument("--image-side", type=int, default=64, help="(c) 3 x side x side image")
@@ -414,6 +471,8 @@ def main() -> int:
             part_b(args, hub, work, verdicts)
         if "c" in args.parts:
             part_c(args, hub, work)
+        if "e" in args.parts:
+            part_e(args, hub, work, verdicts)
     if "d" in args.parts:
         part_d(args)
     return verdicts.report()

@@ -57,7 +57,8 @@ class HFSummaryWriter(LocalSummaryWriter):
             started, so each closed file is uploaded once. None (the default): the upload path's own size, 8 MiB
             with Xet (huggingface_hub's default: a push sends only the new chunks of the file still growing), 1 MiB
             with Xet off (`HF_HUB_DISABLE_XET=1`: a push re-sends that file whole, so at most this much).
-        queue_size: events that may wait in memory before logging blocks. Defaults to 10 000.
+        queue_size: with events written in-process (`ring_size=None`, or no companion process): events that may wait
+            in memory before logging blocks. Defaults to 10 000.
         close_timeout: seconds `close()` waits for the final push. Defaults to 60.
         hub_timeout: seconds the constructor waits for the Hub to answer before going on offline. Defaults to 5.
         push_timeout: seconds after which a `scheduler.trigger()` Future fails with `hf_summary.PushError` if its
@@ -68,8 +69,10 @@ class HFSummaryWriter(LocalSummaryWriter):
         crash_upload: if this process ends without closing the writer (SIGKILL, a crash, `os._exit`, a dead
             notebook kernel), a small guardian process pushes what is on disk, as `hf-summary sync` would. Not
             started offline or on ranks other than 0. Defaults to True.
-        kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
-            `max_queue` and `flush_secs` have no use here: events are written every second, and at `flush()`.
+        kwargs: passed to `LocalSummaryWriter` (`ring_size`: bytes of memory shared with the companion process that
+            writes the event files, 8 MiB by default; None writes them in a thread of this process) and on to
+            `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its `max_queue` and
+            `flush_secs` have no use here: events are on disk within 50 ms, and at `flush()`.
 
     Raises:
         ValueError: a malformed argument (repo id, interval, logdir, path_in_repo, patterns).

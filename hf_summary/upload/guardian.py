@@ -1,4 +1,10 @@
-"""The guardian: a small process that pushes a run whose training process died before closing its writers.
+"""The guardian: the training process's companion, which writes its writers' event files and pushes a run whose
+training process died before closing its writers.
+
+Each writer hands its events to the companion through shared memory (`{"op": "attach"}`, with the ring's file
+descriptor; events/handoff.py); the companion reads the rings every `_POLL` seconds and at each `flush` or `detach`
+request, which it answers on the same socket, and at end-of-file it writes everything the dead process handed off
+before it pushes.
 
 SIGKILL, a segfault, `os._exit`, SIGTERM without `push_on_sigterm`, a notebook kernel dying: none of them runs
 `close()` or the exit hook, so the final push never happens. The first `HFSummaryWriter` of a process starts one

@@ -393,8 +393,8 @@ def test_faults_on_the_xet_path_lose_nothing_and_send_nothing_twice(xet_hub: Loc
     drivers.append(run)
     assert run.push()["ok"]  # the repo exists before the faults (creating it is not what is tested)
     xet_hub.set_faults(0.3, kinds=("500", "503", "429", "drop", "drop_after"), paths=[CAS, COMMIT], seed=7)
-    outcomes = []
-    for _ in range(5):
+    outcomes, rounds = [], 3
+    for _ in range(rounds):
         steps = run.log(1500, histogram=20)
         outcomes.append(run.push(timeout=120)["ok"])  # a push may fail: the next one sends what it did not
     faults = xet_hub.stats.faults_injected
@@ -408,7 +408,7 @@ def test_faults_on_the_xet_path_lose_nothing_and_send_nothing_twice(xet_hub: Loc
     assert_disk_is_on_hub(xet_hub, repo_id, logdir)
     acc = read_back(xet_hub, repo_id, logdir, tmp_path / "dl")
     assert_every_value_once(acc, steps)
-    assert [e.step for e in acc.Histograms("weights")] == list(range(7500))
+    assert [e.step for e in acc.Histograms("weights")] == list(range(1500 * rounds))
     assert run.stderr() == ""
     print(f"pushes under faults: {outcomes}, faults injected: {faults}")
 
@@ -459,16 +459,17 @@ def test_a_cas_that_lost_its_data_is_recovered_from_by_the_next_push(xet_hub: Lo
 def test_an_expiring_xet_token_is_refreshed_during_a_run(tmp_path: Path, drivers: list[Driver]) -> None:
     with LocalHub(tmp_path / "hub", xet=True, xet_token_ttl=2.0) as hub:
         # Every CAS request waits: a push's uploads outlive its token.
-        hub.set_faults(latency=0.4, paths=[CAS])
+        hub.set_faults(latency=0.25, paths=[CAS])
         repo_id, logdir = f"{hub.user}/xet-token", tmp_path / "run1"
         run = Driver(hub, repo_id, logdir, tmp_path / "proc", max_file_size=10_000_000)
         drivers.append(run)
-        for _ in range(3):
+        for _ in range(2):
             steps = run.log(600, histogram=200)
             started = time.monotonic()
             answer = run.push()
             assert answer["ok"] and answer["commit"], answer
             assert time.monotonic() - started > 2.0  # the push outlived the token it started with
+        hub.clear_faults()  # the final push (at close) is not what is tested: it need not wait
         run.close()
         stats = hub.stats
         assert stats.xet_tokens > stats.commits, stats  # refreshed within pushes, not only one per push

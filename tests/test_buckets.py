@@ -122,14 +122,14 @@ _STEADY = textwrap.dedent("""
 
 
 def test_bucket_pushes_stay_within_the_request_quota(bucket_hub: LocalHub, tmp_path: Path) -> None:
-    # A push every 0.5 s costs about 2 requests: 60 in 15 s, for a quota of 40 a minute. Spaced by what the Hub's
+    # A push every 0.5 s costs about 2 requests: 30 in 7.5 s, for a quota of 20 in 30 s. Spaced by what the Hub's
     # answers say remains, the run meets no 429 and loses nothing.
-    bucket_hub.set_limits(api_limit=(40, 60))
-    _run(bucket_hub, tmp_path, ["-c", _STEADY, f"hf://buckets/{BUCKET}", str(tmp_path / "steady"), "1500"])
+    bucket_hub.set_limits(api_limit=(20, 30))
+    _run(bucket_hub, tmp_path, ["-c", _STEADY, f"hf://buckets/{BUCKET}", str(tmp_path / "steady"), "750"])
     stats = bucket_hub.stats
     assert stats.api_rate_limited == 0 and stats.bucket_batches >= 2
     run = _read_back(bucket_hub, "tensorboard/steady", tmp_path / "dl")
-    assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(1500)]
+    assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(750)]
 
 
 _KILLED = textwrap.dedent("""

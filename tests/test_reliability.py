@@ -30,8 +30,8 @@ def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo
     caplog.set_level(logging.DEBUG, logger="hf_summary")  # retries are logged at INFO and DEBUG, never printed
     writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, max_file_size=20_000)
     hub.set_faults(0.3, latency=0.005, kinds=("500", "503", "429", "drop"), retry_after=1, seed=7)
-    futures = []
-    for step in range(10_000):
+    futures, steps = [], 6000
+    for step in range(steps):
         writer.add_scalar("loss", float(step), step)  # an exception here fails the test
         if step % 1000 == 999:
             futures.append(writer.scheduler.trigger())
@@ -42,7 +42,7 @@ def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo
     assert writer.scheduler.trigger().exception(timeout=120) is None
     writer.close()
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
-    assert [s for s, _ in scalars(run, "loss")] == list(range(10_000))
+    assert [s for s, _ in scalars(run, "loss")] == list(range(steps))
     # huggingface_hub retries most failed requests itself (dozens of requests, 30 % of them fail): its warnings
     # about our threads' requests come to our log, on our Hub client's logger at DEBUG, and go nowhere else.
     routed = [r for r in caplog.records if r.getMessage().startswith("huggingface_hub: ")]
@@ -53,7 +53,7 @@ def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo
     # What huggingface_hub gives up on, our retry policy retries: at INFO on its own logger, bounded.
     ours = [r for r in caplog.records if r.name == "hf_summary.upload.retry"]
     assert all(r.levelname == "INFO" and "; retry " in r.getMessage() for r in ours), [r.getMessage() for r in ours]
-    assert len(ours) <= 6 * 11  # at most `attempts` per push
+    assert len(ours) <= 6 * (len(futures) + 1)  # at most `attempts` per push
 
 
 def test_outage_at_the_end_close_returns_and_sync_completes(hub: LocalHub, repo_id: str, logdir: Path,

@@ -135,7 +135,8 @@ def test_squash_history_n_keeps_the_branch_short(hub: LocalHub, repo_id: str, lo
 def test_hub_down_at_start_then_up(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> None:
     hub.pause()
     errors: list[BaseException] = []
-    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60)
+    # The constructor goes on locally after 1 s, the Future of a push the Hub does not answer fails after 2 s.
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, hub_timeout=1, push_timeout=2)
     try:
         for step in range(100):
             try:
@@ -143,7 +144,7 @@ def test_hub_down_at_start_then_up(hub: LocalHub, repo_id: str, logdir: Path, tm
             except BaseException as error:  # noqa: B036 - the point is that nothing reaches the loop
                 errors.append(error)
         failed = writer.scheduler.trigger()
-        with pytest.raises(Exception):  # noqa: B017 - any network error, delivered to the Future only
+        with pytest.raises(Exception):  # noqa: B017 - the push failed (PushError at push_timeout), to the Future only
             failed.result(timeout=120)
         assert not hub.repo_exists(repo_id)
         hub.resume()

@@ -127,11 +127,11 @@ _SOAK = textwrap.dedent("""
     for turn in range(int(sys.argv[3])):
         push = writer.scheduler.next_push()  # the interval's push
         while not push.done():  # the training loop goes on while it runs
-            for _ in range(100):
+            for _ in range(50):
                 writer.add_scalar("loss", float(step), step)
                 step += 1
             batches += 1
-            if batches % 50 == 0:
+            if batches % 100 == 0:
                 writer.add_histogram("h", np.random.default_rng(step).normal(size=100), step)
             time.sleep(0.005)  # a training step
         commits += push.result() is not None

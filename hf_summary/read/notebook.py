@@ -25,7 +25,7 @@ def notebook(
 
     TensorBoard runs in the notebook's own process, as `hf-summary show` runs it: a repo or bucket is read through
     `hf://` without downloading it first, and new values appear while it runs (offline: what was read before). The
-    frame is TensorBoard's own notebook display (`tensorboard.notebook.display`), which also works in Colab.
+    frame is TensorBoard's own notebook display (`tensorboard.notebook.display`).
 
     Args:
         source: a local logdir, a repo id (`ns/name`), or a bucket (`hf://buckets/ns/name`).

@@ -19,6 +19,7 @@ What TensorBoard does, and so what this does (tensorboard 2.21, `backend/event_p
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from ..events.records import FOOTER_SIZE, HEADER_SIZE
 from .scan import Scanned, scan
 
 CHUNK_SIZE = 1024 * 1024  # bytes of a file scanned at once: its arrays stay in the CPU's caches, and small
 SCALARS_PLUGIN = "scalars"
+_LENGTH = struct.Struct("<Q")  # a record's length, first in its header
 _RESTART_VERSION = 2.0  # file versions from which a SessionLog.START, not a step going back, marks a restart
 
 
@@ -132,9 +135,9 @@ def read_run(files: list[Path], out: Columns, tags: set[str] | None = None) -> l
 def _scan_file(path: Path) -> Iterator[Scanned]:
     """The file's records, a chunk at a time, up to its first incomplete or corrupt record."""
     with open(path, "rb") as file:
-        pending = b""
+        pending, wanted = b"", CHUNK_SIZE
         while True:
-            block = file.read(CHUNK_SIZE)
+            block = file.read(wanted)
             if not block:
                 return  # what is pending is a record not complete yet: TensorBoard waits for the rest
             buffer = pending + block if pending else block
@@ -143,6 +146,10 @@ def _scan_file(path: Path) -> Iterator[Scanned]:
             if found.corrupt:
                 return
             pending = buffer[found.end:]
+            # A record longer than a chunk (its header was checked) is read whole next, not rescanned chunk by chunk.
+            missing = _LENGTH.unpack_from(pending)[0] + HEADER_SIZE + FOOTER_SIZE - len(pending) if len(
+                pending) >= _LENGTH.size else 0
+            wanted = max(CHUNK_SIZE, missing)
 
 
 @dataclass

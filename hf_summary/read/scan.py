@@ -206,12 +206,11 @@ def _crcs_match(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
         return good
     order = short[np.argsort(lengths[short].astype(np.uint16), kind="stable")[::-1]]
     sizes = lengths[order]
-    words = (sizes + 7) // 8
+    words = np.maximum((sizes + 7) // 8, 1)  # an empty record: one word, all zeroed
     begins = starts[order] + HEADER_SIZE + sizes - 8 * words  # the header is there to read, zeroed
     word_view = _view(data, "<u8")
     crc = np.zeros(order.size, dtype=np.uint32)
-    keep = np.array([~np.uint64(0) << np.uint64(8 * pad) if pad else ~np.uint64(0) for pad in range(8)],
-                    dtype=np.uint64)
+    keep = np.array([(1 << 64) - (1 << (8 * pad)) for pad in range(9)], dtype=np.uint64)
     crc = _crc_update(crc, word_view[begins] & keep[8 * words - sizes])
     descending = -words
     for word in range(1, int(words[0])):

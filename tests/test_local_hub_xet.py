@@ -8,16 +8,19 @@ own LocalHub, so the traffic counters it checks are its own.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -396,3 +399,62 @@ def test_a_file_repeating_an_earlier_file_downloads_through_xet(xet_hub: LocalHu
     for first, last in [(0, len(later) - 1), (650_000, 1_050_000), (1_000_000, 2_100_000), (2_000_000, 2_000_000)]:
         for v2 in (True, False):
             assert xet_read(xet_hub, "b/later.bin", first, last, v2=v2) == later[first : last + 1], (first, last)
+
+
+def _raw_hash(text: str) -> bytes:
+    """A hash string as a shard writes it (four little-endian u64; `xet.hash_to_hex` the other way)."""
+    return struct.pack("<4Q", *(int(text[i : i + 16], 16) for i in range(0, 64, 16)))
+
+
+def _shard(file_hash: str, terms: list[list[Any]], sha256: str) -> bytes:
+    """A shard describing one file: its terms and the sha256 it claims (xet-core `shard_format.rs`, as parsed)."""
+    from hf_summary.testing.xet import SHARD_HEADER_TAG
+
+    data = SHARD_HEADER_TAG + struct.pack("<QQ", 2, 0)
+    data += _raw_hash(file_hash) + struct.pack("<IIQ", 1 << 30, len(terms), 0)  # flags: a metadata extension
+    for xorb, start, end, size in terms:
+        data += _raw_hash(xorb) + struct.pack("<IIII", 0, size, start, end)
+    data += _raw_hash(sha256) + bytes(16)
+    return data + b"\xff" * 32 + bytes(16)
+
+
+def _post(hub: LocalHub, url: str, body: bytes, token: str) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_shard_claiming_another_files_sha256_is_refused(xet_hub: LocalHub, tmp_path: Path) -> None:
+    """The CAS keeps, for each Xet file, the sha256 it computed from the content: a shard naming a known file with
+    another sha256 is refused, so that no repository gets a file by the sha256 of content uploaded elsewhere (here,
+    another repository's file, named through a file of the uploader's own)."""
+    mine, theirs = tmp_path / "mine.bin", tmp_path / "theirs.bin"
+    mine.write_bytes(np.random.default_rng(1).bytes(200_000))
+    theirs.write_bytes(np.random.default_rng(2).bytes(200_000))
+    run_client(xet_hub, tmp_path / "them", UPLOAD_FILE, "local-user/theirs", str(theirs), "secret.bin")
+    run_client(xet_hub, tmp_path / "me", UPLOAD_FILE, REPO, str(mine), "mine.bin")
+    file_hash = xet_hub.xet_hash(REPO, "mine.bin")
+    assert file_hash is not None
+    terms = json.loads((xet_hub.root / "xet" / "files" / f"{file_hash}.json").read_text())["terms"]
+    their_sha256 = hashlib.sha256(theirs.read_bytes()).hexdigest()
+
+    token_url = f"{xet_hub.endpoint}/api/models/{REPO}/xet-write-token/main"
+    request = urllib.request.Request(token_url, headers={"Authorization": f"Bearer {xet_hub.token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        xet_token = json.loads(response.read())["accessToken"]
+    assert _post(xet_hub, f"{xet_hub.endpoint}/xet-cas/v1/shards", _shard(file_hash, terms, their_sha256),
+                 xet_token) == 400
+    # The true sha256 is taken.
+    mine_sha256 = hashlib.sha256(mine.read_bytes()).hexdigest()
+    assert _post(xet_hub, f"{xet_hub.endpoint}/xet-cas/v1/shards", _shard(file_hash, terms, mine_sha256),
+                 xet_token) == 200
+    # And a commit pointing at their sha256 is refused: it was never uploaded to this repository.
+    lines = [{"key": "header", "value": {"summary": "take theirs"}},
+             {"key": "lfsFile", "value": {"path": "taken.bin", "algo": "sha256", "oid": their_sha256,
+                                          "size": 200_000}}]
+    body = "\n".join(json.dumps(line) for line in lines).encode()
+    assert _post(xet_hub, f"{xet_hub.endpoint}/api/models/{REPO}/commit/main", body, xet_hub.token) == 422
+    assert "taken.bin" not in xet_hub.repo_files(REPO)

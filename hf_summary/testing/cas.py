@@ -183,6 +183,10 @@ def _upload_shard(handler: CasRequest, store: XetStore, key: RepoKey) -> None:
             if not bucket:
                 raise BadRequest(f"File {file.file_hash} has no sha256 in the shard")  # required for uploads
             sha256 = known.sha256 if known is not None and known.sha256 else _sha256_of(store, file)
+        elif known is not None and known.sha256 and known.sha256 != sha256:
+            # The sha256 of a known file was computed from its content when it was first stored: a shard naming it
+            # with another one would give this repository, by that sha256, a file uploaded to another.
+            raise BadRequest(f"File {file.file_hash} has sha256 {known.sha256}, not {sha256}")
         # The content is rebuilt now, once: its sha256 is checked and the plain bytes are ready for git downloads.
         if known is None or not storage.has_blob(sha256):
             storage.put_stream(store.iter_content(file.terms), expected_sha256=sha256, expected_size=file.size)

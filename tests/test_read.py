@@ -205,6 +205,9 @@ def test_tags_and_runs_select(runs: tuple[Path, Values]) -> None:
     logdir, expected = runs
     frame = hf_summary.read_scalars(logdir, tags=["loss", "a"], runs=["two_files", "legacy", "nope"])
     assert _ours(frame) == {key: expected[key] for key in [("two_files", "loss"), ("legacy", "a")]}
+    # Two values an event: more values than the file's bytes could hold as plain scalars, and the columns grow.
+    legacy = hf_summary.read_scalars(logdir, runs=["legacy"])
+    assert _ours(legacy) == {key: values for key, values in expected.items() if key[0] == "legacy"}
 
 
 def test_a_repo_and_a_bucket_read_as_the_logdir_and_a_re_read_fetches_only_the_new_bytes(
@@ -294,9 +297,14 @@ def test_export_round_trips_through_csv_and_parquet(runs: tuple[Path, Values], t
         frame_module.export(frame, tmp_path / "scalars.xlsx")
 
 
-def test_without_pandas_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pandas", None)  # an import of pandas now fails
-    with pytest.raises(ImportError, match=r"pip install 'hf-summary\[data\]'"):
+def test_without_pandas_or_pyarrow_the_error_names_the_extra(runs: tuple[Path, Values], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = hf_summary.read_scalars(runs[0], runs=["."])
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # importing it now fails
+    with pytest.raises(ImportError, match=r"writing Parquet needs pyarrow: pip install 'hf-summary\[data\]'"):
+        frame_module.export(frame, tmp_path / "scalars.parquet")
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r"read_scalars needs pandas: pip install 'hf-summary\[data\]'"):
         hf_summary.read_scalars(".")
 
 

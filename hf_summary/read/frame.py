@@ -53,7 +53,7 @@ def read_scalars(
         `value` (float64; TensorBoard's float32 values widened exactly); rows by run, then in the order written.
 
     Raises:
-        ImportError: pandas is not installed (`pip install 'hf-summary[data]'`).
+        ImportError: pandas or TensorBoard is not installed (`pip install 'hf-summary[data]'`).
         ReadError: the source cannot be read (the message says why).
 
     Example:
@@ -63,6 +63,7 @@ def read_scalars(
         ```
     """
     pandas = require("pandas", "read_scalars")
+    require("tensorboard", "read_scalars")  # its protos parse the events that are not plain scalars
     wanted_tags = None if tags is None else set([tags] if isinstance(tags, str) else tags)
     wanted_runs = None if runs is None else set([runs] if isinstance(runs, str) else runs)
     logdir = local_logdir(source, path_in_repo=path_in_repo, repo_type=repo_type, revision=revision, token=token)

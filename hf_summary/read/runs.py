@@ -60,6 +60,9 @@ def find_runs(logdir: Path) -> list[tuple[str, list[Path]]]:
 
 
 MIN_SCALAR_RECORD = 36  # bytes of the shortest record holding a value (16 of framing, 20 of event)
+# Values reserved at most (24 bytes each: 1.5 GiB of address space, not of memory): a logdir of large images must not
+# reserve more address space than a small machine lets a process have.
+MAX_RESERVED = 1 << 26
 
 
 class Columns:
@@ -80,8 +83,9 @@ class Columns:
 
     @classmethod
     def for_files(cls, files: list[Path]) -> Columns:
-        """Columns with room for every value of `files`, if all are plain scalars."""
-        return cls(sum(path.stat().st_size for path in files) // MIN_SCALAR_RECORD + 1)
+        """Columns with room for every value of `files` if all are plain scalars, up to `MAX_RESERVED` values (past
+        that, or for events of several values each, they grow)."""
+        return cls(min(sum(path.stat().st_size for path in files) // MIN_SCALAR_RECORD + 1, MAX_RESERVED))
 
     def append(self, tag: np.ndarray, step: np.ndarray, wall_time: np.ndarray, value: np.ndarray) -> None:
         end = self.size + tag.size

@@ -222,7 +222,8 @@ def test_a_repo_and_a_bucket_read_as_the_logdir_and_a_re_read_fetches_only_the_n
     api.upload_folder(repo_id=repo_id, folder_path=str(logdir), path_in_repo="tensorboard")
     api.upload_file(repo_id=repo_id, path_or_fileobj=bytes(500_000), path_in_repo="tensorboard/weights.bin")
     targets = [(repo_id, "tensorboard", lambda data, path: api.upload_file(
-        repo_id=repo_id, path_or_fileobj=data, path_in_repo=f"tensorboard/{path}"))]
+        repo_id=repo_id, path_or_fileobj=data, path_in_repo=f"tensorboard/{path}"),
+        lambda path: api.delete_file(f"tensorboard/{path}", repo_id=repo_id))]
     if hub.xet:  # buckets are made of Xet
         bucket = f"{hub.user}/read-{repo_id.rsplit('-', 1)[1]}"
         api.create_bucket(bucket)
@@ -230,8 +231,9 @@ def test_a_repo_and_a_bucket_read_as_the_logdir_and_a_re_read_fetches_only_the_n
                                             for path in logdir.rglob("*") if path.is_file()]
                                + [(bytes(500_000), "logs/weights.bin")])
         targets.append((f"hf://buckets/{bucket}", "logs",
-                        lambda data, path: api.batch_bucket_files(bucket, add=[(data, f"logs/{path}")])))
-    for number, (source, folder, upload) in enumerate(targets):
+                        lambda data, path: api.batch_bucket_files(bucket, add=[(data, f"logs/{path}")]),
+                        lambda path: api.batch_bucket_files(bucket, delete=[f"logs/{path}"])))
+    for number, (source, folder, upload, delete) in enumerate(targets):
         grow = tmp_path / str(number) / "grow"
         first = _grow(grow, 0)
         upload(first, "grow/events.out.tfevents.1")
@@ -256,6 +258,9 @@ def test_a_repo_and_a_bucket_read_as_the_logdir_and_a_re_read_fetches_only_the_n
         finally:
             monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
             hub.resume()
+
+        delete("grow/events.out.tfevents.1")  # a run deleted from the Hub is not read from the mirror either
+        assert "grow" not in set(hf_summary.read_scalars(source, path_in_repo=folder)["run"])
 
 
 def _grow(folder: Path, parts: int) -> bytes:

@@ -3,7 +3,8 @@
 The mirror is `show`'s (`$HF_HOME/hf_summary/show/<repo or bucket>/<folder>/`): what `read_scalars` fetched,
 `hf-summary show` serves offline, and the other way round. Event files only grow (every writer appends, and
 TensorBoard's readers assume it), so a file the mirror holds `n` bytes of is fetched from byte `n` on: a re-read
-after a run grew fetches the new bytes, and a listing. A file that got shorter was replaced: it is fetched again.
+after a run grew fetches the new bytes, and a listing. A file that got shorter was replaced: it is fetched again; a
+file no longer on the Hub leaves the mirror.
 
 A repo is read at one commit (its revision's head when the read starts), so its listing and its files agree; a
 bucket as it is.
@@ -71,6 +72,9 @@ def sync_mirror(source: HubSource, *, token: str | None = None) -> Path:
                             "path_in_repo (--path-in-repo).")
         for relpath, size in sorted(events.items()):
             _fetch_new_bytes(fs, f"{root}/{relpath}", size, source.mirror / relpath)
+    for path in source.mirror.rglob("*"):  # files deleted from the Hub since they were fetched
+        if is_event_file(path.name) and path.is_file() and path.relative_to(source.mirror).as_posix() not in events:
+            path.unlink()
     return source.mirror
 
 

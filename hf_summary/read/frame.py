@@ -113,6 +113,12 @@ def local_logdir(
 
     Raises:
         ReadError: the source cannot be read (the message says why).
+
+    Example:
+        ```py
+        >>> local_logdir("hf://buckets/me/logs")
+        PosixPath('/home/me/.cache/huggingface/hf_summary/show/buckets--me--logs/tensorboard')
+        ```
     """
     try:
         parsed = parse_source(os.fspath(source), repo_type=repo_type, revision=revision, path_in_repo=path_in_repo)

@@ -90,6 +90,8 @@ class LocalSummaryWriter(SummaryWriterBase):
             try:
                 return SharedEventQueue(self.logdir, guardian.companion(), ring_size=self._ring_size,
                                         max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+            except guardian.NoCompanionInChild:
+                pass  # a writer made in a forked child (a data-loader worker): in-process, as its inherited ones
             except Exception as error:
                 with STATE.lock:
                     first = "no companion" not in STATE.said

@@ -329,7 +329,7 @@ def test_tensors_are_read_by_the_writer_thread_as_they_were_at_the_call(hub: Loc
         writer.add_scalar("tracked", tracked, 1)
         with torch.no_grad():
             tracked.add_(10.0)  # changed in place after the call: the value logged is the one of the call
-        assert readers == []  # nothing read on the training thread
+        assert threading.current_thread().name not in readers  # nothing read on the training thread
         writer.flush()
         assert readers == ["hf_summary-device-values"]  # the one thread that hands such values off
         with pytest.raises(AssertionError):  # a tensor of several elements is refused at the call, as tensorboardX

@@ -176,7 +176,8 @@ def hf_threads(grace=5.0):
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("hf_summary-"))
 """
 THREADS = "hf_threads()"
-OPEN = ["hf_summary-committer", "hf_summary-event-writer", "hf_summary-guardian-reaper"]  # one open writer
+# One open writer: its committer, and the reaper of the companion process that writes its events (no event thread).
+OPEN = ["hf_summary-committer", "hf_summary-guardian-reaper"]
 
 
 # The example notebook, top to bottom ----------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_rerunning_the_cell_sends_both_runs_once(kernel: Kernel, hub: LocalHub, 
     for expected in ("0", "1"):
         outputs = kernel.run(cell)
         assert text(outputs).strip() == expected and not text(outputs, "stderr"), outputs
-        # While open: the writer's two threads and the guardian's reaper; closed: none (the guardian exited too).
+        # While open: the writer's thread and the companion's reaper; closed: none (the companion exited too).
         assert kernel.value("threads") == OPEN
         assert kernel.value(THREADS) == []
     want = sorted((step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
@@ -256,11 +257,10 @@ def test_rerunning_a_cell_that_never_closes_its_writer(kernel: Kernel, hub: Loca
         outputs = kernel.run(cell, timeout=30)
         assert text(outputs).strip() == expected and not text(outputs, "stderr"), outputs
         threads.append(kernel.value(THREADS))
-    # One committer for both (same repo and branch), one guardian; the first writer, never closed, keeps its event
-    # thread until close() or the end of the kernel.
+    # One committer for both (same repo and branch), one companion (its reaper); the first writer, never closed,
+    # keeps its ring in the companion until close() or the end of the kernel, and neither has an event thread.
     assert threads[0] == OPEN
-    assert threads[1] == ["hf_summary-committer", "hf_summary-event-writer", "hf_summary-event-writer",
-                          "hf_summary-guardian-reaper"]
+    assert threads[1] == OPEN
     want = sorted((step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
     assert sorted(hub_scalars(hub, repo_id, "tensorboard/rerun", "loss", tmp_path / "download")) == want
 

@@ -271,7 +271,7 @@ def test_background_threads_leave_signals_to_the_main_thread(hub: LocalHub, repo
         pending = writer.scheduler.trigger()  # starts the push's deadline timer thread
         ours = [t for t in threading.enumerate() if t.name.startswith("hf_summary-")]
         names = {t.name for t in ours}
-        assert {"hf_summary-committer", "hf_summary-event-writer", "hf_summary-push-deadline"} <= names
+        assert {"hf_summary-committer", "hf_summary-guardian-reaper", "hf_summary-push-deadline"} <= names
         for thread in ours:
             mask = _blocked_signals(thread)
             assert all(mask >> (sig - 1) & 1 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)), thread.name

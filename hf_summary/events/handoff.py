@@ -72,7 +72,7 @@ class SharedEventQueue:
         self._suffix = filename_suffix
         self._local: EventQueue | None = None  # set when this process writes the events itself
         self._lock = threading.RLock()  # key definitions, the take-over
-        self._keys: dict[str, dict[str, int]] = {}  # run -> tag -> key of the ring
+        self._keys: dict[str, dict[str | None, int]] = {}  # run -> tag (None for the run itself) -> key of the ring
         self._names: dict[int, tuple[str, str]] = {}  # key -> run, tag as stored
         self._key_ids = itertools.count(1)
         # Values on accelerators, read by a thread, and what was logged after them: (key, value, step, wall time)
@@ -152,13 +152,13 @@ class SharedEventQueue:
 
     def _run_key(self, run: str) -> int:
         keys = self._keys.get(run)
-        key = keys.get("\0") if keys is not None else None
+        key = keys.get(None) if keys is not None else None
         if key is None:
             with self._lock:
                 key = next(self._key_ids)
                 self._names[key] = (run, "")
                 self._writer.put_data(KEY, key, f"{run}\0".encode())
-                self._keys.setdefault(run, {})["\0"] = key  # "\0" is no tag: tensorboardX's tags are text
+                self._keys.setdefault(run, {})[None] = key
         return key
 
     def _defer(self, key: int, value: Any, step: int, walltime: float) -> None:

@@ -165,6 +165,10 @@ class CompanionGone(Exception):
     """The companion process is not there to write the events: the writer writes them itself."""
 
 
+class NoCompanionInChild(CompanionGone):
+    """A forked child writes its events itself, by design: the companion is its parent's."""
+
+
 def companion() -> _Client:
     """This process's companion (the guardian): it also writes the event files of the process's writers."""
     return _link()
@@ -265,7 +269,7 @@ class _Client:
             CompanionGone: no companion could take it (a forked child, a platform that forbids it, it died).
         """
         if self._forked:
-            raise CompanionGone("a forked child has no companion of its own")
+            raise NoCompanionInChild("a forked child has no companion of its own")
         with self._lock:
             ring_id = next(self._ids)
             if self._sock is None:

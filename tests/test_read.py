@@ -205,6 +205,8 @@ def test_tags_and_runs_select(runs: tuple[Path, Values]) -> None:
     logdir, expected = runs
     frame = hf_summary.read_scalars(logdir, tags=["loss", "a"], runs=["two_files", "legacy", "nope"])
     assert _ours(frame) == {key: expected[key] for key in [("two_files", "loss"), ("legacy", "a")]}
+    assert list(frame["run"].cat.categories) == ["legacy", "two_files"]  # only what has values
+    assert list(frame["tag"].cat.categories) == ["a", "loss"]
     # Two values an event: more values than the file's bytes could hold as plain scalars, and the columns grow.
     legacy = hf_summary.read_scalars(logdir, runs=["legacy"])
     assert _ours(legacy) == {key: values for key, values in expected.items() if key[0] == "legacy"}

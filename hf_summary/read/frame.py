@@ -81,14 +81,20 @@ def read_scalars(
 
 
 def _frame(pandas: Any, runs: list[str], sizes: list[int], tags: dict[str, int], out: Columns) -> pd.DataFrame:
-    """The DataFrame of the columns: tags sorted by name; the numbers' columns taken as they are, not copied."""
-    order = sorted(tags)
+    """The DataFrame of the columns: the runs and tags that have values, tags sorted by name; the numbers' columns
+    taken as they are, not copied."""
+    codes = out.tag[:out.size]
+    used = np.zeros(len(tags), dtype=bool)
+    used[codes] = True  # not bincount: it would copy the codes as 64-bit integers first
+    order = sorted(tag for tag, code in tags.items() if used[code])
     position = {tag: index for index, tag in enumerate(order)}
-    rank = np.array([position[tag] for tag in tags] or [0], dtype=_code_type(len(tags)))  # `tags`: in code order
-    run_codes = np.repeat(np.arange(len(runs), dtype=_code_type(len(runs))), sizes)
+    rank = np.array([position.get(tag, -1) for tag in tags] or [0], dtype=_code_type(len(order)))  # in code order
+    runs_with_values = [run for run, size in zip(runs, sizes, strict=True) if size]
+    run_codes = np.repeat(np.arange(len(runs_with_values), dtype=_code_type(len(runs_with_values))),
+                          [size for size in sizes if size])
     return pandas.DataFrame({
-        "run": pandas.Categorical.from_codes(run_codes, categories=runs),
-        "tag": pandas.Categorical.from_codes(rank[out.tag[:out.size]], categories=order),
+        "run": pandas.Categorical.from_codes(run_codes, categories=runs_with_values),
+        "tag": pandas.Categorical.from_codes(rank[codes], categories=order),
         "step": out.step[:out.size],
         "wall_time": out.wall_time[:out.size],
         "value": out.value[:out.size],

@@ -227,9 +227,10 @@ def _show(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .read.fetch import ReadError
-    from .read.frame import export, read_scalars
+    from .read.frame import export, output_format, read_scalars
 
     try:
+        output_format(args.output)
         frame = read_scalars(args.source, args.tags, args.runs, path_in_repo=args.path_in_repo,
                              repo_type=args.repo_type, revision=args.revision, token=args.token)
         export(frame, args.output)

@@ -302,6 +302,9 @@ def test_export_round_trips_through_csv_and_parquet(runs: tuple[Path, Values], t
         pd.testing.assert_frame_equal(back, expected, check_exact=name.endswith(".parquet"), rtol=0, atol=0)
     with pytest.raises(ValueError, match="name it .csv"):
         frame_module.export(frame, tmp_path / "scalars.xlsx")
+    wrong = subprocess.run([sys.executable, "-m", "hf_summary.cli", "export", str(logdir), "-o", "scalars.xlsx"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "name it .csv, .csv.gz or .parquet" in wrong.stderr
 
 
 def test_without_pandas_or_pyarrow_the_error_names_the_extra(runs: tuple[Path, Values], tmp_path: Path,

@@ -147,14 +147,32 @@ def export(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         >>> export(hf_summary.read_scalars("runs"), "scalars.parquet")
         ```
     """
+    if output_format(path) == "parquet":
+        frame.to_parquet(os.fspath(path), index=False)
+    else:
+        frame.to_csv(os.fspath(path), index=False)
+
+
+def output_format(path: str | os.PathLike[str]) -> str:
+    """"csv" or "parquet", as `path` is named: checked before reading, so that a wrong name fails at once.
+
+    Raises:
+        ValueError: the file name ends in neither.
+        ImportError: Parquet without pyarrow (`pip install 'hf-summary[data]'`).
+
+    Example:
+        ```py
+        >>> output_format("scalars.csv.gz")
+        'csv'
+        ```
+    """
     name = os.fspath(path)
     if name.endswith(".parquet"):
         require("pyarrow", "writing Parquet")
-        frame.to_parquet(name, index=False)
-    elif name.endswith((".csv", ".csv.gz")):
-        frame.to_csv(name, index=False)
-    else:
-        raise ValueError(f"Cannot tell the format of '{name}': name it .csv, .csv.gz or .parquet.")
+        return "parquet"
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    raise ValueError(f"Cannot tell the format of '{name}': name it .csv, .csv.gz or .parquet.")
 
 
 def require(module: str, what: str) -> Any:

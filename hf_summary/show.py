@@ -384,7 +384,7 @@ def open_runs(
         return LocalRuns(source)
     if constants.HF_HUB_OFFLINE:
         if not any(path.is_file() for path in source.mirror.rglob(defaults.ALLOW_PATTERNS)):
-            raise ShowError(f"HF_HUB_OFFLINE is set and nothing of '{target}' ({source.folder or '/'}) was read "
+            raise ShowError(f"HF_HUB_OFFLINE is set and nothing of '{target}' ({source.folder or '/'}) was shown "
                             "before: run `hf-summary show` on it once online.")
         return LocalRuns(source.mirror, name=source.name,
                          what=f"{source.describe()[:-1]}, offline: what was last read, from {source.mirror})")

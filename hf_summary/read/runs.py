@@ -279,9 +279,10 @@ class _RunReader:
             if value.HasField("simple_value"):
                 items.append((self._code(value.tag), event.step, event.wall_time, float(value.simple_value), False))
             elif value.HasField("tensor"):
-                number = _scalar_of(value.tensor)
+                tag = value.tag or value.node_name
+                # Histograms, images, text are tensors too: a tag known to be another plugin's is not converted.
+                number = _scalar_of(value.tensor) if self.plugins.get(tag, SCALARS_PLUGIN) == SCALARS_PLUGIN else None
                 if number is not None:
-                    tag = value.tag or value.node_name
                     items.append((self._code(tag), event.step, event.wall_time, number, True))
         return items
 

@@ -30,7 +30,7 @@ def read_scalars(
     revision: str | None = None,
     token: str | None = None,
 ) -> pd.DataFrame:
-    """Every scalar of `source`, one row per value: the values TensorBoard shows, exactly.
+    """Every scalar of `source`, one row per value: the values TensorBoard reads, exactly.
 
     The values are those of TensorBoard's `EventAccumulator` with `size_guidance` 0 (nothing sampled away), each
     tag's in the order written; `hf_summary.read.runs` says what it does on restarts and broken files. Runs are named

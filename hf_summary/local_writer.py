@@ -84,6 +84,7 @@ class LocalSummaryWriter(SummaryWriterBase):
 
     def _open_events(self) -> EventQueue | SharedEventQueue:
         """The hand-off to the companion process; where there can be none, the in-process queue (said once)."""
+        reason: Exception | None = None
         if self._ring_size is not None:
             from .upload import guardian
 
@@ -93,12 +94,16 @@ class LocalSummaryWriter(SummaryWriterBase):
             except guardian.NoCompanionInChild:
                 pass  # a writer made in a forked child (a data-loader worker): in-process, as its inherited ones
             except Exception as error:
-                with STATE.lock:
-                    first = "no companion" not in STATE.said
-                    STATE.said.add("no companion")
-                (logger.warning if first else logger.debug)(
-                    "Event files are written by this process: no companion process could write them (%s).", error)
-        return EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+                reason = error
+        # A logdir that cannot be written fails here, with its own error.
+        queue = EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+        if reason is not None:
+            with STATE.lock:
+                first = "no companion" not in STATE.said
+                STATE.said.add("no companion")
+            (logger.warning if first else logger.debug)(
+                "Event files are written by this process: no companion process could write them (%s).", reason)
+        return queue
 
     def add_scalar(
         self,

@@ -281,15 +281,19 @@ class _Client:
                     raise CompanionGone(f"the companion process could not be started: {error}") from error
             assert self._proc is not None
             self._rings[ring_id] = (self._proc, on_exit)
+            answer: dict[str, Any] = {"error": "no answer"}
             try:
                 data = _encode({"op": "attach", "id": ring_id, "req": ring_id, **message})
                 sock = self._sock
                 assert sock is not None
                 socket.send_fds(sock, [data], [fd], 0, None)
-                return ring_id, self._answer(ring_id, timeout)
-            except BaseException:
-                self._rings.pop(ring_id, None)
-                raise
+                answer = self._answer(ring_id, timeout)
+            finally:
+                if answer.get("error"):
+                    self._rings.pop(ring_id, None)
+        if answer.get("error"):
+            self._close_if_idle()  # the companion did not take the ring: it exits if nothing else is there
+        return ring_id, answer
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send a request about a ring and wait for its answer.

@@ -17,11 +17,12 @@ c. `add_histogram` and `add_image` cost per call, ours vs tensorboardX (no targe
 d. Import time: wall time of `python -c "import X"` minus that of `python -c "pass"`, medians of interleaved
    fresh processes (no target: information).
 e. The hand-off (issue 21): a smaller MLP (a CPU step of about 0.2 ms) logging four scalars a step, the writer
-   otherwise idle (no push during the run), in one process: no writer, ours (events handed off to the companion
-   process through shared memory), ours with `ring_size=None` (events written by a thread of the training process,
-   the path before), tensorboardX. Target: ours <= 1.01x the loop without a writer. Then `add_scalar` per call
-   (Python float, back to back) for both of our paths. The time from SIGKILL to the last value on the Hub, with
-   values logged up to the kill, is `bench_crash.py`'s.
+   otherwise idle (no push during the run), in one process; the values are read as Python floats in every run,
+   with a writer or without, so that what differs is the writer alone: no writer, ours (events handed off to the
+   companion process through shared memory), ours with `ring_size=None` (events written by a thread of the
+   training process, the path before), tensorboardX. Target: ours <= 1.01x the loop without a writer. Then
+   `add_scalar` per call (Python float, back to back) for both of our paths. The time from SIGKILL to the last
+   value on the Hub, with values logged up to the kill, is `bench_crash.py`'s.
 
     .venv/bin/python benchmarks/bench_logging.py
     .venv/bin/python benchmarks/bench_logging.py --parts b --train-rounds 15
@@ -194,6 +195,7 @@ def training_loop(params: dict[str, Any]) -> None:
     x = torch.randn(4096, width)
     y = torch.randint(0, 10, (4096,))
     step_counter = iter(range(10**9))
+    floats = params.get("floats", False)
 
     def run(writer: Any, steps: int) -> list[int]:
         times = []
@@ -208,10 +210,12 @@ def training_loop(params: dict[str, Any]) -> None:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             accuracy = (logits.argmax(1) == y[idx]).float().mean()
+            values = ((loss.item(), accuracy.item(), grad_norm.item()) if floats  # read in every mode, writer or not
+                      else (loss, accuracy, grad_norm))
             if writer is not None:
-                writer.add_scalar("train/loss", loss, step)
-                writer.add_scalar("train/accuracy", accuracy, step)
-                writer.add_scalar("train/grad_norm", grad_norm, step)
+                writer.add_scalar("train/loss", values[0], step)
+                writer.add_scalar("train/accuracy", values[1], step)
+                writer.add_scalar("train/grad_norm", values[2], step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             times.append(time.perf_counter_ns() - t0)
         return times
@@ -383,11 +387,12 @@ def part_b(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdic
 def part_e(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdicts) -> None:
     print(f"\n(e) The hand-off: MLP {args.width_e}-{args.width_e}-{args.width_e}-10, batch {args.batch_e}, one thread; "
           f"{args.steps} timed steps per run after {args.warmup_steps} warm-up steps; {args.train_rounds} rounds of "
-          f"{'/'.join(HANDOFF_MODES)} in rotating order, one process; four scalars a step; no push during the run.",
+          f"{'/'.join(HANDOFF_MODES)} in rotating order, one process; four Python floats a step (read in every "
+          "run); no push during the run.",
           flush=True)
     params = {"part": "e-loop", "logdir": str(work / "e"), "repo_prefix": f"{hub.user}/bench-handoff",
               "width": args.width_e, "batch": args.batch_e, "steps": args.steps, "warmup_steps": args.warmup_steps,
-              "rounds": args.train_rounds, "commit_interval": 3600.0, "modes": HANDOFF_MODES}
+              "rounds": args.train_rounds, "commit_interval": 3600.0, "modes": HANDOFF_MODES, "floats": True}
     rounds = run_child(__file__, params, child_env(hub, work / "hf_home"), timeout=1800)["rounds"]
     writers = [mode for mode in HANDOFF_MODES if mode != "none"]
     rows = [[f"round {i + 1}", *(f"{r[m]['mean_us']:.1f}" for m in HANDOFF_MODES),

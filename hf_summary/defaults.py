@@ -26,9 +26,11 @@ MAX_FILES_PER_COMMIT = 100
 MAX_COMMITS_PER_HOUR = 60
 
 QUEUE_SIZE = 10_000  # events waiting in memory before logging blocks (events written in-process)
-# Bytes of memory shared with the companion process that writes the event files: half of it 65 536 slots of one
-# scalar each, half room for other events. The companion reads it every 50 ms; logging waits only when it is full.
-RING_SIZE = 8 * 1024 * 1024
+# Bytes of memory shared with the companion process that writes the event files: half of it 32 768 slots of one
+# scalar each, half room for other events (an event larger than a quarter of it goes through a spill file). The
+# companion reads it every 50 ms: logging waits only when more is logged between two reads than the ring holds, or
+# faster than the companion writes.
+RING_SIZE = 4 * 1024 * 1024
 # Where an event file rolls (`max_file_size`), per upload path; measured with benchmarks/bench_upload_bytes.py.
 # Legacy LFS (HF_HUB_DISABLE_XET=1): small on purpose. The Hub replaces a file whole, so the file still growing is
 # re-sent at each push; closing it at the first push past this size makes a commit send the new bytes plus at most

@@ -43,7 +43,7 @@ class LocalSummaryWriter(SummaryWriterBase):
     Args:
         logdir: where event files are written; defaults to `runs/<date>_<host><comment>` like tensorboardX.
         ring_size: bytes of memory shared with the companion process; logging waits while it is full. None writes
-            the events in a thread of this process instead. Defaults to 8 MiB.
+            the events in a thread of this process instead. Defaults to 4 MiB.
         queue_size: events that may wait in memory before logging blocks, when they are written in-process.
             Defaults to 10 000.
         kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its

@@ -70,7 +70,7 @@ class HFSummaryWriter(LocalSummaryWriter):
             notebook kernel), a small guardian process pushes what is on disk, as `hf-summary sync` would. Not
             started offline or on ranks other than 0. Defaults to True.
         kwargs: passed to `LocalSummaryWriter` (`ring_size`: bytes of memory shared with the companion process that
-            writes the event files, 8 MiB by default; None writes them in a thread of this process) and on to
+            writes the event files, 4 MiB by default; None writes them in a thread of this process) and on to
             `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its `max_queue` and
             `flush_secs` have no use here: events are on disk within 50 ms, and at `flush()`.
 

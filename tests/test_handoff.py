@@ -218,3 +218,21 @@ def test_a_torn_slot_is_never_read(tmp_path: Path) -> None:
     assert [(r.kind, r.seq) for r in records] == [(KEY, 1), (SCALAR, 2)]  # stops at the torn one, waits for it
     final = RingReader(writer.memory).read(10, final=True)
     assert [r.seq for r in final] == [1, 2, 4]  # no writer left: skipped, never read as an event
+
+
+def test_an_event_larger_than_the_ring_goes_through_a_spill_file(tmp_path: Path) -> None:
+    import numpy as np
+
+    logdir = tmp_path / "run"
+    image = np.random.default_rng(0).random((3, 256, 256))  # a PNG of about 190 KB: more than the data ring holds
+    with LocalSummaryWriter(str(logdir), ring_size=256 * 1024) as writer:
+        for step in range(3):
+            writer.add_scalar("x", float(step), step)
+            writer.add_image("noise", image, step)
+        writer.flush()
+        spill = logdir / ".hf_summary" / "spill"
+        assert spill.is_dir() and not any(spill.iterdir())  # each spill file is gone once its event is written
+    acc = accumulate(logdir)
+    images = acc.Images("noise")
+    assert [e.step for e in images] == [0, 1, 2] and len(images[0].encoded_image_string) > 128 * 1024
+    assert _steps(logdir, "x") == [0, 1, 2]

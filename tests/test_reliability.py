@@ -122,7 +122,7 @@ _SOAK = textwrap.dedent("""
     import numpy as np, psutil
     from hf_summary import HFSummaryWriter
     process = psutil.Process()
-    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=0.025, max_file_size=256 * 1024)
+    writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=0.02, max_file_size=256 * 1024)
     samples, step, batches, commits = [], 0, 0, 0
     for turn in range(int(sys.argv[3])):
         push = writer.scheduler.next_push()  # the interval's push
@@ -146,7 +146,7 @@ def test_soak_memory_and_threads_stay_flat(hub: LocalHub, repo_id: str, logdir: 
 
     hub.reset_stats()
     # A process of its own, so that the RSS measured is the writer's, not the in-process server's; measured after
-    # each of ten pushes of the interval (every 1.5 s), the training loop logging all along.
+    # each of ten pushes of the interval (every 1.2 s), the training loop logging all along.
     child = subprocess.run([sys.executable, "-c", _SOAK, repo_id, str(logdir), "10"], capture_output=True, text=True,
                            timeout=600)
     assert child.returncode == 0, child.stderr

@@ -97,3 +97,15 @@ def repo_id(hub: LocalHub, request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def logdir(tmp_path: Path) -> Path:
     return tmp_path / "run1"
+
+
+@pytest.fixture(scope="module")
+def shared_companion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One writer open while a module runs: its companion process serves the module's hundreds of short-lived
+    writers, as it serves every writer of a training process, instead of starting again for each (about 0.25 s of
+    CPU: an interpreter and its imports)."""
+    from hf_summary import LocalSummaryWriter
+
+    writer = LocalSummaryWriter(str(tmp_path_factory.mktemp("companion")))
+    yield
+    writer.close()

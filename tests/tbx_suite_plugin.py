@@ -76,6 +76,20 @@ if PATCHED:
 _outcomes: dict[str, str] = {}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_companion(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One of our writers open for the session: its companion process serves every writer of tensorboardX's suite,
+    as in one training process, instead of starting again for each."""
+    if not PATCHED:
+        yield
+        return
+    from hf_summary import LocalSummaryWriter
+
+    writer = LocalSummaryWriter(str(tmp_path_factory.mktemp("companion")))
+    yield
+    writer.close()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     import tensorboardX
 

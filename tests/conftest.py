@@ -99,11 +99,15 @@ def logdir(tmp_path: Path) -> Path:
     return tmp_path / "run1"
 
 
-@pytest.fixture(scope="module")
-def shared_companion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One writer open while a module runs: its companion process serves the module's hundreds of short-lived
-    writers, as it serves every writer of a training process, instead of starting again for each (about 0.25 s of
-    CPU: an interpreter and its imports)."""
+@pytest.fixture(scope="module", autouse=True)
+def shared_companion(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One writer open while a module runs: its companion process serves the module's short-lived writers, as it
+    serves every writer of a training process, instead of starting again for each (about 0.25 s of CPU: an
+    interpreter and its imports). A module that checks the companion's own life (when it starts and ends, the threads
+    a writer leaves behind) sets `OWN_COMPANION = True`."""
+    if getattr(request.module, "OWN_COMPANION", False):
+        yield
+        return
     from hf_summary import LocalSummaryWriter
 
     writer = LocalSummaryWriter(str(tmp_path_factory.mktemp("companion")))

@@ -12,6 +12,9 @@ from hf_summary.testing import LocalHub
 
 from .helpers import download_run, scalars, wait_until
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 
 def _our_commits(hub: LocalHub, repo_id: str) -> list[dict]:
     return [c for c in hub.commits(repo_id) if any(f.startswith("tensorboard/") for f in c.get("files", []))]

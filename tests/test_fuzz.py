@@ -42,8 +42,6 @@ from tensorboardX.proto.event_pb2 import Event
 from hf_summary import LocalSummaryWriter
 from tests.test_tensorboardx_parity import _Collect, describe, read_logdir, writer_thread_died
 
-pytestmark = pytest.mark.usefixtures("shared_companion")
-
 SEEDS = [0, 1, 2, 3, 4, 5, 6, 7]
 CASES_PER_SEED = 4
 CALLS_PER_CASE = (30, 60)

@@ -28,6 +28,9 @@ from hf_summary.upload.uploader import Uploader
 
 from .helpers import accumulate, download_run, wait_until
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the guardian needs POSIX processes")
 
 _TRAINING = textwrap.dedent("""

@@ -25,6 +25,9 @@ from hf_summary.upload import guardian
 
 from .helpers import accumulate, download_run, scalars
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 
 def _steps(run_dir: Path, tag: str) -> list[int]:
     return [step for step, _ in scalars(run_dir, tag)]

@@ -28,6 +28,9 @@ from hf_summary.testing import LocalHub  # noqa: E402
 
 from .helpers import download_run, scalars, wait_until  # noqa: E402
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "notebook.ipynb"
 KERNEL_NAME = "hf-summary-test-venv"  # a name no user kernelspec has
 WIDGET = "application/vnd.jupyter.widget-view+json"

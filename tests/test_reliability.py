@@ -19,6 +19,9 @@ from hf_summary.testing import LocalHub
 
 from .helpers import download_run, scalars
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hf_summary.cli", *args], capture_output=True, text=True,
@@ -198,10 +201,11 @@ def test_boundaries_symlinks_state_and_ignored_files(hub: LocalHub, repo_id: str
 def test_unwritable_logdir_is_a_clear_error(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
+    before = set(threading.enumerate())  # an earlier test's writer may still be ending its own threads
     with pytest.raises(OSError, match="Pass a logdir you can write to"):
         HFSummaryWriter(repo_id, logdir=str(blocker / "run"))
     # None of ours left behind (the local Hub's own request threads may still be finishing an answer).
-    assert [t.name for t in threading.enumerate() if t.name.startswith("hf_summary-")] == []
+    assert [t.name for t in set(threading.enumerate()) - before if t.name.startswith("hf_summary-")] == []
 
 
 def test_a_hub_that_never_answers_bounds_trigger_and_close(hub: LocalHub, repo_id: str, logdir: Path,

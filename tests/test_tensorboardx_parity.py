@@ -49,7 +49,6 @@ from hf_summary import LocalSummaryWriter
 from .helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.usefixtures("shared_companion")
 
 
 # Reading back ---------------------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ from hf_summary.testing import LocalHub
 
 from .helpers import accumulate, download_run, scalars, snapshot_run
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 
 def test_is_a_summary_writer_and_repr_hides_token(hub: LocalHub, repo_id: str, logdir: Path) -> None:
     with HFSummaryWriter(repo_id, logdir=str(logdir), token=hub.token) as writer:

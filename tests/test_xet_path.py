@@ -33,6 +33,9 @@ from hf_summary.upload import guardian
 
 from .helpers import SIZE_GUIDANCE, download_run, wait_until
 
+# The companion process's own life is checked here: no companion shared by the module (conftest.py).
+OWN_COMPANION = True
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="Xet clients run as POSIX subprocesses here")
 
 CAS = r"^/xet-cas/"  # the CAS routes of LocalHub (xorbs, shards, reconstructions, fetches)

@@ -55,6 +55,7 @@ _POSITIONS = struct.Struct("<QQ")  # next sequence number to read, data ring pos
 _POSITIONS_AT = _HEAD.size
 _SLOT = struct.Struct("<QB3xIqdd")  # seq, kind, key, step, wall time, value (after the CRC)
 _WHOLE_SLOT = struct.Struct("<IQB3xIqdd")  # the same, CRC first
+_SEQ_OF_SLOT = struct.Struct(f"<4xQ{SLOT_SIZE - 12}x")  # a slot's sequence number alone
 _DATA = struct.Struct("<IQB3xI")  # payload length, seq, kind, key (after the CRC)
 _CRC = struct.Struct("<I")
 _DATA_HEADER = _CRC.size + _DATA.size
@@ -309,12 +310,24 @@ class RingReader:
 
     def _skip(self) -> bool:
         """Go past a missing record if a later one exists; False when nothing follows."""
-        for seq in range(self.seq + 1, self.seq + _SKIP_LOOKAHEAD):
-            if self._slot(seq) is not None or self._data(seq) is not None:
-                self.skipped.update(range(self.seq, seq))
-                self.seq = seq
-                return True
-        return False
+        ahead = min(_SKIP_LOOKAHEAD, self.slots)
+        first = (self.seq + 1) & (self.slots - 1)
+        end = min(first + ahead, self.slots)
+        block = self.memory[self._slots_at + first * SLOT_SIZE:self._slots_at + end * SLOT_SIZE]
+        if first + ahead > self.slots:  # the look ahead wraps round to the first slots
+            block += self.memory[self._slots_at:self._slots_at + (first + ahead - self.slots) * SLOT_SIZE]
+        later = [seq for (seq,) in _SEQ_OF_SLOT.iter_unpack(block)
+                 if self.seq < seq <= self.seq + ahead and self._slot(seq) is not None]
+        offset = self.data_pos % self.data_size
+        if self.data_size - offset >= _DATA_HEADER:  # the next variable record, if it is whole
+            _, found, _, _ = _DATA.unpack_from(self.memory, self._data_at + offset + 4)
+            if self.seq < found < self.seq + _SKIP_LOOKAHEAD and self._data(found, peek=True) is not None:
+                later.append(found)
+        if not later:
+            return False
+        self.skipped.update(range(self.seq, min(later)))
+        self.seq = min(later)
+        return True
 
     def commit(self) -> None:
         """Give the records read so far up: the writer may reuse their room."""
@@ -334,7 +347,15 @@ class RingReader:
             return None
         return Record(seq, kind, key, step, wall_time, value)
 
-    def _data(self, seq: int) -> Record | None:
+    def _data(self, seq: int, *, peek: bool = False) -> Record | None:
+        """The variable record `seq` if it is next in the data ring; the position moves past it unless `peek`."""
+        start = self.data_pos
+        record = self._next_data(seq)
+        if peek:
+            self.data_pos = start
+        return record
+
+    def _next_data(self, seq: int) -> Record | None:
         for _ in range(2):  # at most one wrap before the record
             offset = self.data_pos % self.data_size
             gap = self.data_size - offset

@@ -632,17 +632,22 @@ class _Ring:
             self.requests.remove(request)
             message = f"{type(error).__name__}: {error}" if error is not None else None
             if request["op"] == "detach":
-                message = self.finish(final=True) or message
+                message = self.finish(final=True, waited=True) or message
             elif request.get("roll_size") and error is None:
                 self.drain.files.roll(int(request["roll_size"]))
             answer({"req": request["req"], "error": message, "open": self.open_files()})
 
-    def finish(self, *, final: bool) -> str | None:
+    def finish(self, *, final: bool, waited: bool = False) -> str | None:
         """Write everything the ring holds; if `final` (the writer closed, or its process ended), close the files,
-        fsynced, and the ring. Returns what went wrong, if anything."""
+        fsynced, and the ring. Returns what went wrong, if anything.
+
+        Args:
+            waited: every record the writer put was read already (its detach waited for them): a missing one is
+                not looked past, which costs a scan of the ring.
+        """
         if self.detached:
             return None
-        self.drain.drain(final=final)
+        self.drain.drain(final=final and not waited)
         if not final:
             return None
         failures = self.drain.files.close()

@@ -26,19 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    # Ctrl-C too only asks to stop: a KeyboardInterrupt raised wherever the main thread is (printing the banner, or
+    # in the middle of the server's shutdown) could leave the server's threads running and the process alive.
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     with LocalHub(args.root, host=args.host, port=args.port) as hub:
         print(f"Local Hub listening on {hub.endpoint} (root: {hub.root})")
         print(f"Token: {hub.token} (user: {hub.user})")
         for name, value in hub.env(xet=hub.xet).items():
             print(f"export {name}={value}")
         print("Press Ctrl-C to stop.", flush=True)
-        try:
-            # A timed wait keeps the main thread responsive to Ctrl-C.
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
+        stop.wait()
     print("Local Hub stopped.")
 
 

@@ -239,3 +239,33 @@ def test_an_event_larger_than_the_ring_goes_through_a_spill_file(tmp_path: Path)
     images = acc.Images("noise")
     assert [e.step for e in images] == [0, 1, 2] and len(images[0].encoded_image_string) > 128 * 1024
     assert _steps(logdir, "x") == [0, 1, 2]
+
+
+class _DeviceValue:
+    """A value on an accelerator, as the hand-off sees one: not a float, read by `.item()`, which waits here."""
+
+    def __init__(self, value: float, ready: threading.Event) -> None:
+        self.value, self.ready = value, ready
+
+    def item(self) -> float:
+        assert self.ready.wait(60)
+        return self.value
+
+
+def test_floats_logged_after_a_value_on_an_accelerator_follow_it(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    ready = threading.Event()
+    with LocalSummaryWriter(str(logdir)) as writer:
+        writer.add_scalar("x", 0.0, 0)  # the tag is known: later floats could go straight to the ring
+        writer.flush()
+        events = writer._events
+        assert isinstance(events, SharedEventQueue)
+        events.put_scalar("", "x", _DeviceValue(1.0, ready), 1, 1.0)
+        for step in range(2, 50):
+            writer.add_scalar("x", float(step), step)
+        ready.set()
+        writer.flush()
+        for step in range(50, 60):  # once the device's values are handed off, floats take the short way again
+            writer.add_scalar("x", float(step), step)
+        assert events._direct
+    assert scalars(logdir, "x") == [(step, float(step)) for step in range(60)]

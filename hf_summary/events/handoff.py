@@ -86,6 +86,10 @@ class SharedEventQueue:
         self._memory: mmap.mmap = memory
         self._writer = RingWriter(memory, self.logdir / ".hf_summary" / "spill", on_full=self._say_full,
                                   alive=link.alive)
+        self._put = self._writer.put_scalar
+        # Whether a float of a known key goes straight to the ring: not while values on accelerators wait to be
+        # handed off before it, nor once closed or taken over. Changed under `_deferred_lock`.
+        self._direct = True
         try:
             self._ring_id, answer = link.attach(
                 fd, {"logdir": str(self.logdir.resolve()), "suffix": filename_suffix, "pid": os.getpid()},
@@ -104,6 +108,17 @@ class SharedEventQueue:
 
     def put_scalar(self, run: str, tag: str, value: Any, step: int | None, walltime: float) -> None:
         """Hand one scalar off (see `queue.EventQueue.put_scalar`)."""
+        if self._direct and type(value) is float:  # the training loop's case, in as few steps as can be
+            try:
+                key = self._keys[run][tag]
+            except KeyError:
+                pass
+            else:
+                try:
+                    self._put(key, value, step or 0, walltime)
+                except RingFull:
+                    self._hand_off_scalar(key, value, step or 0, walltime)
+                return
         local = self._local
         if local is not None:
             local.put_scalar(run, tag, value, step, walltime)
@@ -111,14 +126,13 @@ class SharedEventQueue:
         if self.closed:
             raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
         keys = self._keys.get(run)
-        key = keys.get(tag) if keys is not None else None
-        if key is None:
-            key = self._define(run, tag)
+        known = keys.get(tag) if keys is not None else None
+        key = self._define(run, tag) if known is None else known
         if type(value) is not float or self._deferred:
             self._defer(key, value, step or 0, walltime)
             return
         try:
-            self._writer.put_scalar(key, value, step or 0, walltime)
+            self._put(key, value, step or 0, walltime)
         except RingFull:
             self._hand_off_scalar(key, value, step or 0, walltime)
 
@@ -166,6 +180,7 @@ class SharedEventQueue:
         hands it off; what is logged after it follows it, so that each tag's values keep their order."""
         with self._deferred_wake:
             self._deferred.append((key, value, step, walltime))
+            self._direct = False
             if self._deferred_thread is None:
                 from ..threads import start_thread
 
@@ -189,6 +204,7 @@ class SharedEventQueue:
                 logger.exception("Could not hand off a value logged from an accelerator; it is skipped")
             with self._deferred_wake:
                 self._deferred.popleft()
+                self._direct = not self._deferred and self._local is None and not self.closed
                 self._deferred_wake.notify_all()
 
     def _wait_deferred(self) -> None:
@@ -218,6 +234,11 @@ class SharedEventQueue:
         run, _ = self._key_names(key)
         assert self._local is not None
         self._local.put_raw(run, data)
+
+    def _leave_ring(self) -> None:
+        """From now on every scalar takes the slow path of `put_scalar`, which knows where it goes."""
+        with self._deferred_lock:
+            self._direct = False
 
     def _key_names(self, key: int) -> tuple[str, str]:
         return self._names[key]
@@ -262,6 +283,7 @@ class SharedEventQueue:
         """Write everything, close the files (fsynced) and let the companion go."""
         if self.closed:
             return
+        self._leave_ring()
         if self._local is None:
             self._wait_deferred()
             try:
@@ -314,6 +336,7 @@ class SharedEventQueue:
             self._drain = RingDrain(RingReader(self._memory), self.logdir, self._suffix, keys=self._names)
             self._drain.recover()  # what its last batch left half written is cut back, and read again
             self._drain_ring(local)
+            self._leave_ring()
             self._local = local
             self._drain_ring(local)  # a call that was under way while the writer changed
             logger.warning("The companion process that wrote the events of %s ended; this process writes them "
@@ -341,6 +364,7 @@ class SharedEventQueue:
         if self.closed:
             return
         local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix, synchronous=True)
+        self._direct = False
         self._local = local
         self._lock = threading.RLock()
         self._deferred = deque()

@@ -163,6 +163,25 @@ def test_a_companion_killed_mid_run_is_taken_over_without_loss_or_repeat(tmp_pat
     assert _steps(logdir, "x") == list(range(2000))
 
 
+def test_a_writer_made_after_its_companion_died_gets_a_new_one(tmp_path: Path) -> None:
+    first = LocalSummaryWriter(str(tmp_path / "first"))
+    first.add_scalar("x", 0.0, 0)
+    link = guardian.companion()
+    dead = psutil.Process(guardian.current_pid())
+    # Holding the link's lock keeps the companion's reaper from noticing its end: the window in which a writer
+    # made at once still finds the dead companion's socket.
+    with link._lock:
+        dead.kill()
+        psutil.wait_procs([dead], timeout=60)
+        with LocalSummaryWriter(str(tmp_path / "second")) as second:
+            assert isinstance(second._events, SharedEventQueue)  # not the in-process fallback
+            second.add_scalar("y", 1.0, 1)
+        assert guardian.current_pid() not in (None, dead.pid)
+    first.close()  # taken over by then: its values were in the ring
+    assert scalars(tmp_path / "second", "y") == [(1, 1.0)]
+    assert scalars(tmp_path / "first", "x") == [(0, 0.0)]
+
+
 def _ring(tmp_path: Path, values: int) -> tuple[RingWriter, RingReader]:
     fd, memory = create(slots=1024, data_size=64 * 1024)
     os.close(fd)

@@ -272,21 +272,10 @@ class _Client:
             raise NoCompanionInChild("a forked child has no companion of its own")
         with self._lock:
             ring_id = next(self._ids)
-            if self._sock is None:
-                try:
-                    self._start()
-                    for pending in self._watches.values():
-                        self._send(pending, replace=False)
-                except OSError as error:
-                    raise CompanionGone(f"the companion process could not be started: {error}") from error
-            assert self._proc is not None
-            self._rings[ring_id] = (self._proc, on_exit)
             answer: dict[str, Any] = {"error": "no answer"}
             try:
-                data = _encode({"op": "attach", "id": ring_id, "req": ring_id, **message})
-                sock = self._sock
-                assert sock is not None
-                socket.send_fds(sock, [data], [fd], 0, None)
+                self._send_ring(_encode({"op": "attach", "id": ring_id, "req": ring_id, **message}), fd, ring_id,
+                                on_exit)
                 answer = self._answer(ring_id, timeout)
             finally:
                 if answer.get("error"):
@@ -294,6 +283,28 @@ class _Client:
         if answer.get("error"):
             self._close_if_idle()  # the companion did not take the ring: it exits if nothing else is there
         return ring_id, answer
+
+    def _send_ring(self, data: bytes, fd: int, ring_id: int, on_exit: Callable[[], None]) -> None:
+        """Send a ring's descriptor, to a new companion if there is none or the one there died (killed, say, before
+        its reaper closed its socket: the send then fails, and is made once more to a new one)."""
+        for attempt in range(2):
+            if self._sock is None:
+                try:
+                    self._start()
+                    for pending in self._watches.values():
+                        self._send(pending, replace=False)
+                except OSError as error:
+                    raise CompanionGone(f"the companion process could not be started: {error}") from error
+            assert self._sock is not None and self._proc is not None
+            self._rings[ring_id] = (self._proc, on_exit)  # before the send: if it ends after, the ring is taken over
+            try:
+                socket.send_fds(self._sock, [data], [fd], 0, None)
+                return
+            except OSError as error:
+                self._rings.pop(ring_id, None)
+                self._close()
+                if attempt:
+                    raise CompanionGone(f"the companion process could not take the ring: {error}") from error
 
     def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send a request about a ring and wait for its answer.
@@ -304,6 +315,10 @@ class _Client:
         """
         with self._lock:
             req = next(self._ids)
+            ring = self._rings.get(message["ring"]) if "ring" in message else None
+            if "ring" in message and (ring is None or ring[0] is not self._proc):
+                # Its companion ended (a new one may be running: it never had this ring); the writer takes over.
+                raise CompanionGone("the companion process that had this ring is gone")
             if self._sock is None or not self._send(_encode({**message, "req": req}), replace=True):
                 raise CompanionGone("the companion process is gone")
             return self._answer(req, timeout)
@@ -357,6 +372,8 @@ class _Client:
         """The reaper's: the companion ended; the rings it served are taken over by their writers."""
         proc.wait()
         with self._lock:
+            if self._proc is proc:
+                self._close()  # the next writer or watch starts a new one
             rings = [ring_id for ring_id, (served_by, _) in self._rings.items() if served_by is proc]
             callbacks = [self._rings.pop(ring_id)[1] for ring_id in rings]
         for on_exit in callbacks:

@@ -18,7 +18,7 @@ from hf_summary import LocalSummaryWriter
 from hf_summary.events import files as event_files
 from hf_summary.events.drain import RingDrain
 from hf_summary.events.handoff import SharedEventQueue
-from hf_summary.events.ring import KEY, SCALAR, RingReader, RingWriter, create
+from hf_summary.events.ring import HEADER_SIZE, KEY, SCALAR, SLOT_SIZE, RingReader, RingWriter, create
 from hf_summary.process import STATE
 from hf_summary.testing import LocalHub
 from hf_summary.upload import guardian
@@ -234,12 +234,52 @@ def test_a_reader_dying_in_the_middle_of_a_write_is_cut_back_and_read_again(tmp_
 
 def test_a_torn_slot_is_never_read(tmp_path: Path) -> None:
     writer, reader = _ring(tmp_path, 3)
-    at = 64 * 1024 + (3 & 1023) * 64  # the slot of sequence number 3 (the third scalar; 1 was the key)
-    writer.memory[at + 30] ^= 0xFF  # a byte of its value not yet written, or not yet visible
+    at = HEADER_SIZE + (3 & 1023) * SLOT_SIZE  # the slot of sequence number 3 (the third scalar; 1 was the key)
+    writer.memory[at + 44] ^= 0xFF  # a byte of its value not yet written, or not yet visible
     records = reader.read(10)
     assert [(r.kind, r.seq) for r in records] == [(KEY, 1), (SCALAR, 2)]  # stops at the torn one, waits for it
     final = RingReader(writer.memory).read(10, final=True)
     assert [r.seq for r in final] == [1, 2, 4]  # no writer left: skipped, never read as an event
+
+
+def test_a_slot_written_by_the_training_loop_and_torn_at_any_byte_is_never_read(tmp_path: Path) -> None:
+    fd, memory = create(slots=64, data_size=64 * 1024)
+    os.close(fd)
+    writer = RingWriter(memory, tmp_path / "spill")
+    writer.put_data(KEY, 1, b"\0x")
+    elsewhere: list[tuple] = []
+    put = writer.scalar_path({"": {"x": 1}}, lambda *call: elsewhere.append(call))
+    put("", "x", 0.5, 7, 1000.25)  # sequence number 2: the training loop's way
+    at = HEADER_SIZE + 2 * SLOT_SIZE
+    assert [(r.seq, r.step, r.wall_time, r.value) for r in RingReader(memory).read(10)][1:] == [(2, 7, 1000.25, 0.5)]
+    padding = range(17, 20)  # after the kind: never written, always zero
+    for byte in (b for b in range(48) if b not in padding):  # check, seq, kind, key, step, wall time, value
+        memory[at + byte] ^= 0x01  # one bit of the record, not yet visible to the reader
+        assert [r.seq for r in RingReader(memory).read(10, final=True)] == [1], byte
+        memory[at + byte] ^= 0x01
+    # A NaN is hashed by identity, which differs between processes: it takes the other way, which checks its bits.
+    put("", "x", float("nan"), 8, 1000.5)
+    put("", "x", 1.0, 9, float("nan"))
+    put("", "y", 1.0, 10, 1000.75)  # no key yet
+    assert [call[2:4] for call in elsewhere][1:] == [(1.0, 9), (1.0, 10)] and elsewhere[0][3] == 8
+    for _, _, value, step, wall_time in elsewhere[:2]:
+        writer.put_scalar(1, value, step, wall_time)
+    read = [(r.step, repr(r.value), repr(r.wall_time)) for r in RingReader(memory).read(10)][2:]
+    assert read == [(8, "nan", "1000.5"), (9, "1.0", "nan")]
+
+
+def test_nan_infinities_and_signed_zeros_reach_tensorboard_as_logged(tmp_path: Path) -> None:
+    values = [float("nan"), float("inf"), float("-inf"), -0.0, 0.0, -1.5]
+    logdir = tmp_path / "run"
+    with LocalSummaryWriter(str(logdir)) as writer:
+        assert isinstance(writer._events, SharedEventQueue)
+        writer.add_scalar("x", 0.25, 0)  # the tag known: the values below may go straight to the ring
+        for step, value in enumerate(values, 1):
+            writer.add_scalar("x", value, step)
+        writer.add_scalar("late", 2.0, 3, walltime=float("nan"))
+    assert [(step, repr(value)) for step, value in scalars(logdir, "x")] == [
+        (step, repr(value)) for step, value in enumerate([0.25, *values])]
+    assert repr(accumulate(logdir).Scalars("late")[0].wall_time) == "nan"
 
 
 def test_an_event_larger_than_the_ring_goes_through_a_spill_file(tmp_path: Path) -> None:
@@ -286,5 +326,5 @@ def test_floats_logged_after_a_value_on_an_accelerator_follow_it(tmp_path: Path)
         writer.flush()
         for step in range(50, 60):  # once the device's values are handed off, floats take the short way again
             writer.add_scalar("x", float(step), step)
-        assert events._direct
+        assert events.put_scalar is events._direct
     assert scalars(logdir, "x") == [(step, float(step)) for step in range(60)]

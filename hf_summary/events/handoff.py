@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from .drain import RingDrain
 from .queue import EventQueue
-from .ring import EVENT, KEY, RingFull, RingReader, RingWriter, create
+from .ring import EVENT, KEY, RingFull, RingReader, RingWriter, ScalarSink, create
 from .tbx import Event, clean_tag
 
 logger = logging.getLogger(__name__)
@@ -86,10 +86,11 @@ class SharedEventQueue:
         self._memory: mmap.mmap = memory
         self._writer = RingWriter(memory, self.logdir / ".hf_summary" / "spill", on_full=self._say_full,
                                   alive=link.alive)
-        self._put = self._writer.put_scalar
-        # Whether a float of a known key goes straight to the ring: not while values on accelerators wait to be
-        # handed off before it, nor once closed or taken over. Changed under `_deferred_lock`.
-        self._direct = True
+        # `put_scalar` (see `queue.EventQueue.put_scalar`): a float of a known key goes straight into the ring, but
+        # not while values on accelerators wait to be handed off before it, nor once closed or taken over: then
+        # every scalar takes `_put_scalar`, which knows where it goes. Changed under `_deferred_lock`.
+        self._direct: ScalarSink = self._writer.scalar_path(self._keys, self._put_scalar)
+        self.put_scalar: ScalarSink = self._direct
         try:
             self._ring_id, answer = link.attach(
                 fd, {"logdir": str(self.logdir.resolve()), "suffix": filename_suffix, "pid": os.getpid()},
@@ -106,19 +107,9 @@ class SharedEventQueue:
 
     # Logging threads -------------------------------------------------------------------------------------------------
 
-    def put_scalar(self, run: str, tag: str, value: Any, step: int | None, walltime: float) -> None:
-        """Hand one scalar off (see `queue.EventQueue.put_scalar`)."""
-        if self._direct and type(value) is float:  # the training loop's case, in as few steps as can be
-            try:
-                key = self._keys[run][tag]
-            except KeyError:
-                pass
-            else:
-                try:
-                    self._put(key, value, step or 0, walltime)
-                except RingFull:
-                    self._hand_off_scalar(key, value, step or 0, walltime)
-                return
+    def _put_scalar(self, run: str, tag: str, value: Any, step: int | None, walltime: float) -> None:
+        """`put_scalar` off the ring's straight path: a new tag, a value to convert or read from an accelerator, a
+        NaN, a full ring whose reader is gone, a writer taken over or closed."""
         local = self._local
         if local is not None:
             local.put_scalar(run, tag, value, step, walltime)
@@ -131,10 +122,7 @@ class SharedEventQueue:
         if type(value) is not float or self._deferred:
             self._defer(key, value, step or 0, walltime)
             return
-        try:
-            self._put(key, value, step or 0, walltime)
-        except RingFull:
-            self._hand_off_scalar(key, value, step or 0, walltime)
+        self._hand_off_scalar(key, value, step or 0, walltime)
 
     def put_event(self, run: str, event: Event) -> None:
         """Hand one `Event` off, serialized at the call."""
@@ -180,7 +168,7 @@ class SharedEventQueue:
         hands it off; what is logged after it follows it, so that each tag's values keep their order."""
         with self._deferred_wake:
             self._deferred.append((key, value, step, walltime))
-            self._direct = False
+            self.put_scalar = self._put_scalar
             if self._deferred_thread is None:
                 from ..threads import start_thread
 
@@ -204,7 +192,8 @@ class SharedEventQueue:
                 logger.exception("Could not hand off a value logged from an accelerator; it is skipped")
             with self._deferred_wake:
                 self._deferred.popleft()
-                self._direct = not self._deferred and self._local is None and not self.closed
+                if not self._deferred and self._local is None and not self.closed:
+                    self.put_scalar = self._direct
                 self._deferred_wake.notify_all()
 
     def _wait_deferred(self) -> None:
@@ -238,7 +227,7 @@ class SharedEventQueue:
     def _leave_ring(self) -> None:
         """From now on every scalar takes the slow path of `put_scalar`, which knows where it goes."""
         with self._deferred_lock:
-            self._direct = False
+            self.put_scalar = self._put_scalar
 
     def _key_names(self, key: int) -> tuple[str, str]:
         return self._names[key]
@@ -364,7 +353,7 @@ class SharedEventQueue:
         if self.closed:
             return
         local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix, synchronous=True)
-        self._direct = False
+        self.put_scalar = self._put_scalar
         self._local = local
         self._lock = threading.RLock()
         self._deferred = deque()

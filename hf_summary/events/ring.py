@@ -9,11 +9,16 @@ layout, in one mapped file:
     data      a byte ring of variable records, in sequence order: key definitions (run, tag), serialized events,
               references to spill files for events too large for the ring
 
-Every record carries its sequence number and a CRC32 over all its bytes, sequence number included: a reader accepts
+Every record carries its sequence number and a check over all its fields, sequence number included: a reader accepts
 the record of sequence number `n` only when both match, so a slot that is half written, or still holds the record of
-an earlier lap, is never read as an event, whatever order the machine makes the writer's stores visible in. The
-writer never laps the reader: before it writes sequence number `n`, the reader's committed position is past
-`n - slots` (and likewise in the data ring), else the writer waits.
+an earlier lap, is never read as an event, whatever order the machine makes the writer's stores visible in. Variable
+records are checked by a CRC32 over their bytes. Slots are checked by the hash of their fields (`slot_check`),
+which costs the training loop a third of a CRC over packed bytes: Python hashes integers, floats and tuples of them
+alike in every process of one interpreter (PYTHONHASHSEED seeds only str and bytes), and the writer's companion runs
+the writer's interpreter. A torn slot whose fields all hash alike to the record's would be read as it, so only a
+value of 0.0 read for -0.0 (or the reverse) with every other field equal, wall time included, could pass: never, in
+practice. The writer never laps the reader: before it writes sequence number `n`, the reader's committed position is
+past `n - slots` (and likewise in the data ring), else the writer waits.
 
 Scalars take no lock: `next()` on an `itertools.count` hands out sequence numbers atomically under the GIL, and each
 number has its own slot. Variable records are written under a lock, in sequence order, so the data ring is read in
@@ -34,13 +39,16 @@ import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-MAGIC = b"HFSRING\x01"
+MAGIC = b"HFSRING\x02"
 SLOT_SIZE = 64
 HEADER_SIZE = 64 * 1024
 _JOURNAL_START = 4096
 JOURNAL_MAX = HEADER_SIZE - _JOURNAL_START - 8
+
+# put_scalar(run, tag, value, step, wall_time), the signature of both event paths' scalar hand-off.
+ScalarSink = Callable[[str, str, Any, int | None, float], None]
 
 # Record kinds.
 SCALAR = 1
@@ -53,9 +61,8 @@ WRAP = 6  # the data ring continues at its start
 _HEAD = struct.Struct("<8sIIQ")  # magic, slots, slot size, data size
 _POSITIONS = struct.Struct("<QQ")  # next sequence number to read, data ring position: committed by the reader
 _POSITIONS_AT = _HEAD.size
-_SLOT = struct.Struct("<QB3xIqdd")  # seq, kind, key, step, wall time, value (after the CRC)
-_WHOLE_SLOT = struct.Struct("<IQB3xIqdd")  # the same, CRC first
-_SEQ_OF_SLOT = struct.Struct(f"<4xQ{SLOT_SIZE - 12}x")  # a slot's sequence number alone
+_SLOT = struct.Struct("<qQB3xIqdd")  # check (slot_check), seq, kind, key, step, wall time, value
+_SEQ_OF_SLOT = struct.Struct(f"<8xQ{SLOT_SIZE - 16}x")  # a slot's sequence number alone
 _DATA = struct.Struct("<IQB3xI")  # payload length, seq, kind, key (after the CRC)
 _CRC = struct.Struct("<I")
 _DATA_HEADER = _CRC.size + _DATA.size
@@ -64,6 +71,20 @@ _JOURNAL = struct.Struct("<II")  # length, CRC
 # Sequence numbers a final reader looks past a missing record for the next one: more than the threads that can be
 # in the middle of a call at once.
 _SKIP_LOOKAHEAD = 4096
+
+
+def slot_check(seq: int, kind: int, key: int, step: int, wall_time: float, value: float) -> int:
+    """The check of a slot's fields: their hash, with a NaN hashed as its bits (Python hashes a NaN by identity)."""
+    if value != value or wall_time != wall_time:
+        return hash((seq, kind, key, step, _bits(wall_time), _bits(value)))
+    return hash((seq, kind, key, step, wall_time, value))
+
+
+def _bits(number: float) -> float | tuple[int]:
+    return _BITS.unpack(_FLOAT.pack(number)) if number != number else number
+
+
+_FLOAT, _BITS = struct.Struct("<d"), struct.Struct("<q")
 
 
 def _align(size: int) -> int:
@@ -160,34 +181,52 @@ class RingWriter:
         self._on_full = on_full
         self._alive = alive
         self._said_full = False
-        self.put_scalar = self._scalar_writer()
 
-    def _scalar_writer(self) -> Callable[[int, float, int, float], None]:
-        """`put_scalar`, a closure over the ring: the training loop calls it for every value, and there each lookup
-        and each call counts (after a training step has evicted the interpreter's caches, one costs ~0.5 us)."""
+    def scalar_path(self, keys: dict[str, dict[str | None, int]], other: ScalarSink) -> ScalarSink:
+        """The training loop's `put_scalar(run, tag, value, step, wall_time)`: a float that is not NaN, of a run and
+        tag that have a key in `keys` (a dict the caller keeps filling), goes straight into a slot, with no lock;
+        anything else goes to `other`, as does a value met by a full ring whose reader is gone.
+
+        A closure over the ring, called from the writer's `add_scalar` with nothing in between: there, after a
+        training step has evicted the interpreter's caches, each further lookup, call or object made shows in the
+        step time.
+        """
         counter, memory, mask, first_slot = self._counter, self.memory, self.slots - 1, self._slots_at
-        pack, crc32, write = _SLOT.pack, zlib.crc32, _WHOLE_SLOT.pack_into
+        write = _SLOT.pack_into
         writer = self
 
-        def put_scalar(key: int, value: float, step: int, wall_time: float) -> None:
-            """Write one scalar: one slot, no lock."""
-            seq = next(counter)
-            if seq >= writer._limit:
-                writer._wait_for_slot(seq)
-            write(memory, first_slot + (seq & mask) * SLOT_SIZE, crc32(pack(seq, SCALAR, key, step, wall_time, value)),
-                  seq, SCALAR, key, step, wall_time, value)
+        def put_scalar(run: str, tag: str, value: Any, step: int | None, wall_time: float) -> None:
+            if type(value) is float and value == value and wall_time == wall_time:
+                try:
+                    key = keys[run][tag]
+                except KeyError:
+                    pass
+                else:
+                    seq = next(counter)
+                    if seq < writer._limit or writer._has_slot(seq):
+                        step = step or 0
+                        write(memory, first_slot + (seq & mask) * SLOT_SIZE,
+                              hash((seq, SCALAR, key, step, wall_time, value)),  # slot_check, without NaN
+                              seq, SCALAR, key, step, wall_time, value)
+                        return
+            other(run, tag, value, step, wall_time)
 
         return put_scalar
 
+    def put_scalar(self, key: int, value: float, step: int, wall_time: float) -> None:
+        """Write one scalar of a defined key (off the training loop's path: see `scalar_path`)."""
+        self._put_slot(SCALAR, key, step, wall_time, value)
+
     def mark(self) -> int:
         """Write a no-op and return its sequence number: everything put before it has a smaller one."""
+        return self._put_slot(NOP, 0, 0, 0.0, 0.0)
+
+    def _put_slot(self, kind: int, key: int, step: int, wall_time: float, value: float) -> int:
         seq = next(self._counter)
         if seq >= self._limit:
             self._wait_for_slot(seq)
-        body = _SLOT.pack(seq, NOP, 0, 0, 0.0, 0.0)
-        at = self._slots_at + (seq & (self.slots - 1)) * SLOT_SIZE
-        self.memory[at + 4:at + 44] = body
-        _CRC.pack_into(self.memory, at, zlib.crc32(body))
+        _SLOT.pack_into(self.memory, self._slots_at + (seq & (self.slots - 1)) * SLOT_SIZE,
+                        slot_check(seq, kind, key, step, wall_time, value), seq, kind, key, step, wall_time, value)
         return seq
 
     def put_data(self, kind: int, key: int, payload: bytes) -> None:
@@ -232,6 +271,14 @@ class RingWriter:
 
     def _positions(self) -> tuple[int, int]:
         return _POSITIONS.unpack_from(self.memory, _POSITIONS_AT)
+
+    def _has_slot(self, seq: int) -> bool:
+        """Wait for the slot of `seq` (see `_wait_for_slot`); False if the reader is gone."""
+        try:
+            self._wait_for_slot(seq)
+        except RingFull:
+            return False
+        return True
 
     def _wait_for_slot(self, seq: int) -> None:
         pause = 0.0001
@@ -306,10 +353,11 @@ class RingReader:
         count = min(limit - len(records), self.slots - first)
         at = self._slots_at + first * SLOT_SIZE
         block = self.memory[at:at + count * SLOT_SIZE]
-        unpack, crc32, seq, new = _WHOLE_SLOT.unpack_from, zlib.crc32, self.seq, Record._make
+        unpack, seq, new = _SLOT.unpack_from, self.seq, Record._make
         for offset in range(0, count * SLOT_SIZE, SLOT_SIZE):
-            crc, found, kind, key, step, wall_time, value = unpack(block, offset)
-            if found != seq or crc != crc32(block[offset + 4:offset + 44]):
+            check, found, kind, key, step, wall_time, value = unpack(block, offset)
+            if found != seq or (check != hash((seq, kind, key, step, wall_time, value))
+                                and check != slot_check(seq, kind, key, step, wall_time, value)):
                 break
             records.append(new((seq, kind, key, step, wall_time, value, b"")))
             seq += 1
@@ -345,12 +393,8 @@ class RingReader:
 
     def _slot(self, seq: int) -> Record | None:
         at = self._slots_at + (seq & (self.slots - 1)) * SLOT_SIZE
-        memory = self.memory
-        body = memory[at + 4:at + 44]
-        if _CRC.unpack_from(memory, at)[0] != zlib.crc32(body):
-            return None
-        found, kind, key, step, wall_time, value = _SLOT.unpack(body)
-        if found != seq:
+        check, found, kind, key, step, wall_time, value = _SLOT.unpack_from(self.memory, at)
+        if found != seq or check != slot_check(seq, kind, key, step, wall_time, value):
             return None
         return Record(seq, kind, key, step, wall_time, value)
 

@@ -102,6 +102,29 @@ def test_a_full_ring_blocks_the_caller_says_so_once_and_loses_nothing(tmp_path: 
     assert _steps(logdir, "x") == list(range(30_000))
 
 
+def test_a_writer_that_finds_the_ring_full_wakes_its_reader(tmp_path: Path) -> None:
+    fd, memory = create(slots=64, data_size=64 * 1024)
+    os.close(fd)
+    woken = threading.Event()
+    writer = RingWriter(memory, tmp_path / "spill", wake=woken.set)
+    reader = RingReader(memory)
+    values: list[float] = []
+
+    def read_when_woken() -> None:  # a reader with no interval of its own: without a wake-up, the writer waits forever
+        while len(values) < 1000 and woken.wait(60):
+            woken.clear()
+            values.extend(record.value for record in reader.read(4096))
+            reader.commit()
+
+    thread = threading.Thread(target=read_when_woken)
+    thread.start()
+    for step in range(1000):  # 15 times the ring's 64 slots
+        writer.put_scalar(1, float(step), step, 1.0)
+    woken.set()  # the last values did not fill the ring: a flush asks for them
+    thread.join(60)
+    assert values == [float(step) for step in range(1000)]
+
+
 def test_both_paths_give_tensorboard_the_same_values(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np

@@ -41,6 +41,8 @@ class CompanionLink(Protocol):
 
     def alive(self) -> bool: ...
 
+    def nudge(self) -> None: ...
+
 
 def ring_shape(ring_size: int) -> tuple[int, int]:
     """Slots and data bytes for a ring of about `ring_size` bytes: half of it slots (64 bytes, a power of two)."""
@@ -85,7 +87,7 @@ class SharedEventQueue:
         fd, memory = create(slots=slots, data_size=data_size)
         self._memory: mmap.mmap = memory
         self._writer = RingWriter(memory, self.logdir / ".hf_summary" / "spill", on_full=self._say_full,
-                                  alive=link.alive)
+                                  alive=link.alive, wake=link.nudge)
         # `put_scalar` (see `queue.EventQueue.put_scalar`): a float of a known key goes straight into the ring, but
         # not while values on accelerators wait to be handed off before it, nor once closed or taken over: then
         # every scalar takes `_put_scalar`, which knows where it goes. Changed under `_deferred_lock`.

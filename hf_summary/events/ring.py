@@ -165,10 +165,12 @@ class RingWriter:
         spill_dir: where events too large for the data ring are written, as files the reader deletes.
         on_full: called once, the first time the ring is full (to say so in the log).
         alive: whether the reader is still there; a full ring whose reader is gone raises `RingFull`.
+        wake: asks the reader to read now, called each time the ring is found full (a reader that reads at
+            intervals would otherwise keep the writer waiting until its next one).
     """
 
     def __init__(self, memory: mmap.mmap, spill_dir: Path, *, on_full: Callable[[], None] | None = None,
-                 alive: Callable[[], bool] = lambda: True) -> None:
+                 alive: Callable[[], bool] = lambda: True, wake: Callable[[], None] = lambda: None) -> None:
         self.memory = memory
         _, self.slots, _, self.data_size = _HEAD.unpack_from(memory, 0)
         self._slots_at = HEADER_SIZE
@@ -180,6 +182,7 @@ class RingWriter:
         self._spill_dir = spill_dir
         self._on_full = on_full
         self._alive = alive
+        self._wake = wake
         self._said_full = False
 
     def scalar_path(self, keys: dict[str, dict[str | None, int]], other: ScalarSink) -> ScalarSink:
@@ -281,7 +284,7 @@ class RingWriter:
         return True
 
     def _wait_for_slot(self, seq: int) -> None:
-        pause = 0.0001
+        pause = 0.0
         while True:
             tail, _ = self._positions()
             if seq < tail + self.slots:
@@ -290,16 +293,20 @@ class RingWriter:
             pause = self._full(pause)
 
     def _wait_for_data(self, end: int) -> None:
-        pause = 0.0001
+        pause = 0.0
         while end - self._positions()[1] > self.data_size:
             pause = self._full(pause)
 
     def _full(self, pause: float) -> float:
+        """One wait for room, `pause` seconds (0 at the first: the reader is woken, and said so once)."""
         if not self._alive():
             raise RingFull("the reader of the ring is gone")
-        if not self._said_full and self._on_full is not None:
-            self._said_full = True
-            self._on_full()
+        if not pause:
+            if not self._said_full and self._on_full is not None:
+                self._said_full = True
+                self._on_full()
+            self._wake()
+            pause = 0.0001
         time.sleep(pause)
         return min(pause * 2, 0.01)
 

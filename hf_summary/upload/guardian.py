@@ -2,9 +2,9 @@
 training process died before closing its writers.
 
 Each writer hands its events to the companion through shared memory (`{"op": "attach"}`, with the ring's file
-descriptor; events/handoff.py); the companion reads the rings every `_POLL` seconds and at each `flush` or `detach`
-request, which it answers on the same socket, and at end-of-file it writes everything the dead process handed off
-before it pushes.
+descriptor; events/handoff.py); the companion reads the rings every `_POLL` seconds, at each `flush` or `detach`
+request, which it answers on the same socket, and at each `nudge` (a writer found its ring full, and waits); at
+end-of-file it writes everything the dead process handed off before it pushes.
 
 SIGKILL, a segfault, `os._exit`, SIGTERM without `push_on_sigterm`, a notebook kernel dying: none of them runs
 `close()` or the exit hook, so the final push never happens. The first `HFSummaryWriter` of a process starts one
@@ -85,6 +85,7 @@ _TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 # A send to a guardian that died must fail with an error, not kill the training process with SIGPIPE (a program may
 # have restored SIGPIPE's default action). macOS has no MSG_NOSIGNAL; Python ignores SIGPIPE there by default.
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_NUDGE = b'{"op": "nudge"}\n'
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -332,6 +333,15 @@ class _Client:
                 self._rings.pop(ring_id, None)
             self._close_if_idle()
 
+    def nudge(self) -> None:
+        """Have the companion read the rings now: a writer waits for room. Nothing is awaited, nothing raised; while
+        a request holds the link, the companion is reading anyway."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._send(_NUDGE)
+            finally:
+                self._lock.release()
+
     def alive(self) -> bool:
         proc = self._proc
         return proc is not None and proc.poll() is None and not self._forked
@@ -515,6 +525,8 @@ class _Guardian:
                 op = message["op"]
                 if op == "watch":
                     self._watches[message["id"]] = message
+                elif op == "nudge":
+                    pass  # a writer waits for room: the rings are read below, now
                 elif op == "release":
                     self._watches.pop(message["id"], None)
                 elif op == "attach":

@@ -35,14 +35,16 @@ def child_env(hub: LocalHub | None, home: Path) -> dict[str, str]:
     return env
 
 
-def run_child(script: str | Path, params: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run `script --child <params as JSON>` and return the dict the child passed to `emit_result`.
+def run_child(script: str | Path, params: dict[str, Any], env: dict[str, str], timeout: float,
+              prefix: Sequence[str] = ()) -> dict[str, Any]:
+    """Run `script --child <params as JSON>` (after `prefix`, a command such as valgrind's) and return the dict the
+    child passed to `emit_result`.
 
     Raises:
         RuntimeError: the child failed or reported nothing; the message holds the end of its stderr.
     """
     proc = subprocess.run(
-        [sys.executable, str(script), CHILD_FLAG, json.dumps(params)],
+        [*prefix, sys.executable, str(script), CHILD_FLAG, json.dumps(params)],
         env=env, capture_output=True, text=True, timeout=timeout,
     )
     results = [line[len(_RESULT_PREFIX):] for line in proc.stdout.splitlines() if line.startswith(_RESULT_PREFIX)]

@@ -1,6 +1,6 @@
 """Issue 5: what logging costs the training loop, ours vs tensorboardX, torch and huggingface_hub.
 
-Five parts (select with `--parts`):
+Six parts (select with `--parts`; the default is abcde):
 
 a. `add_scalar` latency (one `perf_counter_ns` pair around each call; calls back to back, then in bursts separated
    by short sleeps like a training loop's) and back-to-back throughput, one fresh child process per contestant and
@@ -27,6 +27,11 @@ e. The hand-off (issue 21): a smaller MLP (a CPU step of about 0.2 ms) logging f
    the top of its 95 % interval). Then `add_scalar` per call (a Python float, bursts of 1 000 calls) for both of our
    paths. The time from SIGKILL to the last value on the Hub, with values logged up to the kill, is
    `bench_crash.py`'s.
+f. What an `add_scalar` of a Python float costs the training process in instructions, all its threads included
+   (run only when asked: `--parts f`; needs valgrind): each writer in a child under callgrind, once with no call and
+   once with `--counted-calls` calls then a flush; the difference, per call, less that of a method that does
+   nothing. Counted, not timed: the machine's noise does not move it, caches and their misses are not in it. No
+   target: the same ours/in-process/tensorboardX comparison as part e, as a number that a change moves reliably.
 
     .venv/bin/python benchmarks/bench_logging.py
     .venv/bin/python benchmarks/bench_logging.py --parts b --train-rounds 15
@@ -370,9 +375,35 @@ def handoff_calls(params: dict[str, Any]) -> None:
     emit_result(result)
 
 
+class _NoWriter:
+    """Part f's baseline: the same calls, to a method that does nothing."""
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def counted_calls(params: dict[str, Any]) -> None:
+    """Part f, one writer under callgrind: warm up, then `calls` add_scalar calls of a Python float and a flush."""
+    import os
+
+    kind = params["kind"]
+    writer = _NoWriter() if kind == "none" else make_writer(kind, params["logdir"], params["repo_id"])
+    for step in range(1_000):
+        writer.add_scalar("warmup", 0.5, step)
+    writer.flush()
+    for step in range(params["calls"]):
+        writer.add_scalar("x", 0.5 + step * 1e-6, step)
+    writer.flush()
+    emit_result({})
+    os._exit(0)  # closing is the same with calls or without: not counted
+
+
 def child(params: dict[str, Any]) -> None:
     {"a": scalar_latency, "b": training_loop, "c": histogram_image_cost, "e": handoff_calls,
-     "e-loop": handoff_blocks}[params["part"]](params)
+     "e-loop": handoff_blocks, "f": counted_calls}[params["part"]](params)
 
 
 # Parent side --------------------------------------------------------------------------------------------------------
@@ -512,6 +543,45 @@ def part_e(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdic
                    f"{ratio['tensorboardX']['median_us'][0]:.3f}x")
 
 
+def part_f(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
+    import os
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    if shutil.which("valgrind") is None:
+        print("\n(f) skipped: valgrind is not installed.")
+        return
+    calls = args.counted_calls
+    print(f"\n(f) Instructions per add_scalar of a Python float, every thread of the training process (callgrind; a "
+          f"child with {calls} calls then a flush, less one with none; less a method that does nothing). Offline: no "
+          "push.", flush=True)
+    env = {**child_env(hub, work / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    kinds = ("none", "ours", "ours-inprocess", "tensorboardX")
+
+    def count(job: tuple[str, int]) -> tuple[int, int]:
+        """The child's instructions: in its main thread (the caller's), in its other threads."""
+        kind, n = job
+        out = work / f"callgrind-{kind}-{n}.out"
+        run_child(__file__, {"part": "f", "kind": kind, "calls": n, "logdir": str(work / f"f-{kind}-{n}"),
+                             "repo_id": f"{hub.user}/bench-count"}, env, timeout=3600,
+                  prefix=["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}"])
+        threads = []
+        for path in sorted(work.glob(f"{out.name}-*")):  # one file per thread, the main thread's first
+            lines = path.read_text().splitlines()
+            threads.append(int(next(line.split()[1] for line in lines if line.startswith(("totals:", "summary:")))))
+        return threads[0], sum(threads[1:])
+
+    jobs = [(kind, n) for kind in kinds for n in (0, calls)]
+    with ThreadPoolExecutor(max(1, min(4, (os.cpu_count() or 1)))) as pool:
+        counts = dict(zip(jobs, pool.map(count, jobs), strict=True))
+    caller = {kind: (counts[kind, calls][0] - counts[kind, 0][0]) / calls for kind in kinds}
+    others = {kind: (counts[kind, calls][1] - counts[kind, 0][1]) / calls for kind in kinds}
+    total = {kind: caller[kind] + others[kind] - caller["none"] - others["none"] for kind in kinds}
+    rows = [[kind, f"{caller[kind] - caller['none']:.0f}", f"{others[kind] - others['none']:.0f}", f"{total[kind]:.0f}",
+             f"{total[kind] / total['tensorboardX']:.3f}"] for kind in kinds[1:]]
+    print(format_table(["", "in the calling thread", "in other threads", "in all", "of tensorboardX's"], rows))
+
+
 def part_c(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
     print(f"\n(c) add_histogram (torch.randn({args.hist_side}, {args.hist_side}), default 'tensorflow' bins) and "
           f"add_image (torch.rand(3, {args.image_side}, {args.image_side})), add_scalar of a 0-d CPU tensor (ours "
@@ -562,6 +632,7 @@ def main() -> int:
     parser.add_argument("--block-steps", type=int, default=100, help="(e) steps per block")
     parser.add_argument("--width-e", type=int, default=64, help="(e) MLP width (a step of about 0.2 ms)")
     parser.add_argument("--batch-e", type=int, default=16, help="(e) batch size")
+    parser.add_argument("--counted-calls", type=int, default=20_000, help="(f) add_scalar calls counted")
     parser.add_argument("--calls-c", type=int, default=100, help="(c) calls per round and kind")
     parser.add_argument("--hist-side", type=int, default=256, help="(c) histogram of a side x side tensor")
     parser.add_argument("--image-side", type=int, default=64, help="(c) 3 x side x side image")
@@ -581,6 +652,8 @@ def main() -> int:
             part_c(args, hub, work)
         if "e" in args.parts:
             part_e(args, hub, work, verdicts)
+        if "f" in args.parts:
+            part_f(args, hub, work)
     if "d" in args.parts:
         part_d(args)
     return verdicts.report()

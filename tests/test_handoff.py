@@ -186,6 +186,23 @@ def test_a_companion_killed_mid_run_is_taken_over_without_loss_or_repeat(tmp_pat
     assert _steps(logdir, "x") == list(range(2000))
 
 
+def test_a_call_under_way_when_the_companion_died_keeps_its_place(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    with LocalSummaryWriter(str(logdir)) as writer:
+        events = writer._events
+        assert isinstance(events, SharedEventQueue)
+        writer.add_scalar("x", 0.0, 0)
+        held_up = events.put_scalar  # a thread took the ring's closure; then the interpreter ran other threads
+        assert held_up is events._direct
+        companion = psutil.Process(guardian.current_pid())
+        companion.kill()
+        companion.wait(timeout=60)
+        events.take_over()  # (or its reaper did, just before: the same)
+        held_up("", "x", 1.0, 1, 1.0)  # the thread goes on: into the ring, after the take-over's last read of it
+        writer.add_scalar("x", 2.0, 2)  # its next call, in-process
+    assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+
+
 def test_a_writer_made_after_its_companion_died_gets_a_new_one(tmp_path: Path) -> None:
     first = LocalSummaryWriter(str(tmp_path / "first"))
     first.add_scalar("x", 0.0, 0)

@@ -8,7 +8,8 @@ the companion to write everything before it; the answer lists the files it still
 
 Where no companion can be started, and in forked children, events are written in-process by `queue.EventQueue`, as
 before. If the companion dies, the writer takes over: it undoes the companion's unfinished batch (its journal in the
-ring), hands what is left in the ring to an `EventQueue`, and logs through that from then on.
+ring), hands what is left in the ring to an `EventQueue`, and logs through that from then on; a call that was under
+way meanwhile still writes into the ring, and the next call takes that record over before its own.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class SharedEventQueue:
         NaN, a full ring whose reader is gone, a writer taken over or closed."""
         local = self._local
         if local is not None:
+            self._drain_late()
             local.put_scalar(run, tag, value, step, walltime)
             return
         if self.closed:
@@ -130,6 +132,7 @@ class SharedEventQueue:
         """Hand one `Event` off, serialized at the call."""
         local = self._local
         if local is not None:
+            self._drain_late()
             local.put_event(run, event)
             return
         if self.closed:
@@ -333,21 +336,31 @@ class SharedEventQueue:
             logger.warning("The companion process that wrote the events of %s ended; this process writes them "
                            "from now on, starting with what it left in shared memory.", self.logdir)
 
+    def _drain_late(self) -> None:
+        """Before a call logs in-process: a record that a call under way at the take-over wrote into the ring after
+        its last read (its thread was held up between taking the ring's closure and writing) goes first, so that
+        the calls of one thread keep their order."""
+        if self._drain is not None:
+            with self._lock:
+                if not self._memory.closed and self._drain.reader.has_more():
+                    self._drain_ring()
+
     def _drain_ring(self, local: EventQueue | None = None) -> None:
-        local = local or self._local
-        drain = self._drain
-        if drain is None or local is None or self._memory.closed:
-            return
-        while True:
-            records = drain.reader.read(4096, final=True)
-            if not records:
+        with self._lock:  # logging threads, a flush, the take-over: one reader at a time
+            local = local or self._local
+            drain = self._drain
+            if drain is None or local is None or self._memory.closed:
                 return
-            spilled: list[Path] = []
-            for run, data in drain.events(records, spilled):
-                local.put_raw(run, data)
-            drain.reader.commit()
-            for path in spilled:
-                path.unlink(missing_ok=True)
+            while True:
+                records = drain.reader.read(4096, final=True)
+                if not records:
+                    return
+                spilled: list[Path] = []
+                for run, data in drain.events(records, spilled):
+                    local.put_raw(run, data)
+                drain.reader.commit()
+                for path in spilled:
+                    path.unlink(missing_ok=True)
 
     def after_fork_in_child(self) -> None:
         """In a forked child: the ring is the parent's; the child writes its own events at the call, in its own

@@ -391,6 +391,13 @@ class RingReader:
         self.seq = min(later)
         return True
 
+    def has_more(self) -> bool:
+        """Whether a record can be read now (the next one, or one a final read went past): no state changes."""
+        seq = self.seq
+        if self._slot(seq) is not None or self._data(seq, peek=True) is not None:
+            return True
+        return any(self._slot(skipped) is not None for skipped in self.skipped)
+
     def commit(self) -> None:
         """Give the records read so far up: the writer may reuse their room."""
         _POSITIONS.pack_into(self.memory, _POSITIONS_AT, self.seq, self.data_pos)

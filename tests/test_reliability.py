@@ -17,7 +17,7 @@ from hf_summary import HFSummaryWriter
 from hf_summary.events.records import scan_records
 from hf_summary.testing import LocalHub
 
-from .helpers import download_run, scalars
+from .helpers import download_run, scalars, wait_until
 
 # The companion process's own life is checked here: no companion shared by the module (conftest.py).
 OWN_COMPANION = True
@@ -337,15 +337,14 @@ def test_token_looking_text_is_redacted_from_what_we_log() -> None:
 
 
 _INTERRUPTED_CLOSE = textwrap.dedent("""
-    import os, signal, sys, threading
+    import sys
     from hf_summary import HFSummaryWriter
     writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60, close_timeout=60)
     writer.add_scalar("loss", 1.0, 0)
     print("ready", flush=True)
     sys.stdin.readline()  # the test makes the Hub hang, then lets us close
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C during the final push
     try:
-        writer.close()
+        writer.close()  # the test sends Ctrl-C once the final push waits for the Hub
     except KeyboardInterrupt:
         print("interrupted", flush=True)
 """)
@@ -357,8 +356,16 @@ def test_ctrl_c_during_the_final_push_says_how_to_finish_it(hub: LocalHub, repo_
     try:
         assert proc.stdout.readline().strip() == "ready"
         hub.set_faults(1.0, kinds=("hang",))
-        out, err = proc.communicate("close\n", timeout=120)
+        held = hub.stats.faults_injected
+        proc.stdin.write("close\n")
+        proc.stdin.flush()
+        # A timer in the child could fire before the push starts (a loaded machine), or after: the test waits.
+        wait_until(lambda: hub.stats.faults_injected > held, timeout=60, what="the final push to reach the Hub")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
     finally:
         hub.clear_faults()
-    assert "interrupted" in out  # the KeyboardInterrupt reached the user
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted" in out, err  # the KeyboardInterrupt reached the user
     assert "was interrupted" in err and f"hf-summary sync {logdir}" in err

@@ -18,7 +18,17 @@ from hf_summary import LocalSummaryWriter
 from hf_summary.events import files as event_files
 from hf_summary.events.drain import RingDrain
 from hf_summary.events.handoff import SharedEventQueue
-from hf_summary.events.ring import HEADER_SIZE, KEY, SCALAR, SLOT_SIZE, RingReader, RingWriter, create
+from hf_summary.events.ring import (
+    _SLOT,
+    HEADER_SIZE,
+    KEY,
+    SCALAR,
+    SLOT_SIZE,
+    RingReader,
+    RingWriter,
+    create,
+    slot_check,
+)
 from hf_summary.process import STATE
 from hf_summary.testing import LocalHub
 from hf_summary.upload import guardian
@@ -201,6 +211,29 @@ def test_a_call_under_way_when_the_companion_died_keeps_its_place(tmp_path: Path
         held_up("", "x", 1.0, 1, 1.0)  # the thread goes on: into the ring, after the take-over's last read of it
         writer.add_scalar("x", 2.0, 2)  # its next call, in-process
     assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0), (2, 2.0)]
+
+
+def test_two_calls_under_way_when_the_companion_died_land_in_any_order_and_keep_their_places(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    with LocalSummaryWriter(str(logdir)) as writer:
+        events = writer._events
+        assert isinstance(events, SharedEventQueue)
+        writer.add_scalar("a", 0.0, 0)
+        writer.add_scalar("b", 0.0, 0)
+        held_up = events.put_scalar
+        companion = psutil.Process(guardian.current_pid())
+        companion.kill()
+        companion.wait(timeout=60)
+        events.take_over()
+        first = next(events._writer._counter)  # thread 1 took its sequence number and was held up before writing
+        held_up("", "b", 2.0, 2, 1.0)  # thread 2 took the next one and wrote
+        writer.add_scalar("b", 3.0, 3)  # thread 2's next call: its record, past the missing one, goes first
+        memory, at = events._memory, HEADER_SIZE + (first & (events._writer.slots - 1)) * SLOT_SIZE
+        key = events._keys[""]["a"]
+        _SLOT.pack_into(memory, at, slot_check(first, SCALAR, key, 1, 1.0, 1.0), first, SCALAR, key, 1, 1.0, 1.0)
+        writer.add_scalar("a", 4.0, 4)  # thread 1 wrote at last; its next call
+    assert scalars(logdir, "a") == [(0, 0.0), (1, 1.0), (4, 4.0)]
+    assert scalars(logdir, "b") == [(0, 0.0), (2, 2.0), (3, 3.0)]
 
 
 def test_a_writer_made_after_its_companion_died_gets_a_new_one(tmp_path: Path) -> None:

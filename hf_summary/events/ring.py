@@ -71,6 +71,8 @@ _JOURNAL = struct.Struct("<II")  # length, CRC
 # Sequence numbers a final reader looks past a missing record for the next one: more than the threads that can be
 # in the middle of a call at once.
 _SKIP_LOOKAHEAD = 4096
+# Sequence numbers `has_more` looks past a missing record: calls that may be under way at once (threads held up).
+_UNDER_WAY = 16
 
 
 def slot_check(seq: int, kind: int, key: int, step: int, wall_time: float, value: float) -> int:
@@ -372,7 +374,16 @@ class RingReader:
 
     def _skip(self) -> bool:
         """Go past a missing record if a later one exists; False when nothing follows."""
-        ahead = min(_SKIP_LOOKAHEAD, self.slots)
+        later = self._later(min(_SKIP_LOOKAHEAD, self.slots))
+        if not later:
+            return False
+        self.skipped.update(range(self.seq, min(later)))
+        self.seq = min(later)
+        return True
+
+    def _later(self, ahead: int) -> list[int]:
+        """The sequence numbers of the whole records after the read position: in the next `ahead` slots, and the next
+        variable record."""
         first = (self.seq + 1) & (self.slots - 1)
         end = min(first + ahead, self.slots)
         block = self.memory[self._slots_at + first * SLOT_SIZE:self._slots_at + end * SLOT_SIZE]
@@ -385,16 +396,13 @@ class RingReader:
             _, found, _, _ = _DATA.unpack_from(self.memory, self._data_at + offset + 4)
             if self.seq < found < self.seq + _SKIP_LOOKAHEAD and self._data(found, peek=True) is not None:
                 later.append(found)
-        if not later:
-            return False
-        self.skipped.update(range(self.seq, min(later)))
-        self.seq = min(later)
-        return True
+        return later
 
     def has_more(self) -> bool:
-        """Whether a record can be read now (the next one, or one a final read went past): no state changes."""
+        """Whether a record can be read now: the next one, one of the next few (threads write their slots in any
+        order), or one a final read went past. Changes nothing."""
         seq = self.seq
-        if self._slot(seq) is not None or self._data(seq, peek=True) is not None:
+        if self._slot(seq) is not None or self._data(seq, peek=True) is not None or self._later(_UNDER_WAY):
             return True
         return any(self._slot(skipped) is not None for skipped in self.skipped)
 

@@ -283,6 +283,37 @@ def test_final_push_progress_appears_only_for_a_slow_push() -> None:
     assert waited.wait(slow, timeout=60) == "slow" and waited.shown
 
 
+def test_ctrl_c_given_to_another_thread_ends_the_wait_for_a_final_push_at_once() -> None:
+    import signal
+    from concurrent.futures import Future
+
+    from hf_summary.upload.progress import FinalPushProgress
+
+    class CtrlC(Exception):
+        pass
+
+    def on_sigint(signum: int, frame: object) -> None:  # runs in the main thread, like Python's own handler
+        raise CtrlC
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    push: Future = Future()
+    busy = threading.Event()
+    other = threading.Thread(target=busy.wait, args=(60,))  # a thread that does not block SIGINT (tqdm's, say)
+    other.start()
+    try:
+        threading.Timer(10, push.set_result, ("pushed",)).start()
+        # Ctrl-C while the main thread waits, given to the other thread (the kernel may pick any that does not block
+        # it): the main thread's wait is not cut short.
+        threading.Timer(0.5, signal.pthread_kill, (other.ident, signal.SIGINT)).start()
+        with pytest.raises(CtrlC):
+            FinalPushProgress("Final push", quiet_for=0.05).wait(push, timeout=60)
+        assert not push.done()  # seen within a slice of the wait, not when the push ended
+    finally:
+        busy.set()
+        other.join()
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_backlog_goes_up_in_bounded_commits_in_name_order_and_resumes(tmp_path: Path) -> None:
     logdir = tmp_path / "week-offline"
     logdir.mkdir()

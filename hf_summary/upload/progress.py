@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 QUIET_FOR = 2.0  # seconds a final push may take before it shows a bar
+_SLICE = 0.2  # seconds of each wait for the push: a Ctrl-C is seen within one
 
 
 class FinalPushProgress:
@@ -41,16 +42,30 @@ class FinalPushProgress:
             Exception: what the push raised.
         """
         start = time.monotonic()
+        bar = None
         try:
-            return future.result(min(timeout, self.quiet_for))
-        except concurrent.futures.TimeoutError:
-            if timeout <= self.quiet_for:
-                raise
-        from tqdm.auto import tqdm
+            while True:
+                left = timeout - (time.monotonic() - start)
+                try:
+                    # In slices: the kernel gives Ctrl-C to any thread that does not block it, and only a wait of
+                    # the main thread itself is cut short by it. Python runs the handler in the main thread when
+                    # that next runs: within a slice, not at the push's deadline.
+                    result = future.result(max(0.0, min(left, _SLICE)))
+                except concurrent.futures.TimeoutError:
+                    if future.done() or left <= _SLICE:  # the push's own error, or the time is up
+                        raise
+                    if bar is None and time.monotonic() - start >= self.quiet_for:
+                        from tqdm.auto import tqdm
 
-        self.shown = True
-        # disable=None: no bar where nobody sees one (output redirected to a log file), a widget in a notebook.
-        with tqdm(total=1, desc=self.description, bar_format="{desc}: {elapsed}", leave=False, disable=None) as bar:
-            result = future.result(max(0.0, timeout - (time.monotonic() - start)))
-            bar.update(1)
-        return result
+                        self.shown = True
+                        # disable=None: no bar where nobody sees one (output redirected to a log file), a widget in
+                        # a notebook.
+                        bar = tqdm(total=1, desc=self.description, bar_format="{desc}: {elapsed}", leave=False,
+                                   disable=None)
+                    continue
+                if bar is not None:
+                    bar.update(1)
+                return result
+        finally:
+            if bar is not None:
+                bar.close()

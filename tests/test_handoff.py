@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -196,18 +197,26 @@ def test_a_companion_killed_mid_run_is_taken_over_without_loss_or_repeat(tmp_pat
     assert _steps(logdir, "x") == list(range(2000))
 
 
+def _companion_dies_with_a_call_under_way(writer: LocalSummaryWriter, *tags: str) -> tuple[SharedEventQueue, Any]:
+    """Log 0.0 at step 0 to each tag, take the ring's closure as a thread in the middle of a call would, kill the
+    companion and let the writer take over; returns the writer's events and that closure."""
+    events = writer._events
+    assert isinstance(events, SharedEventQueue)
+    for tag in tags:
+        writer.add_scalar(tag, 0.0, 0)
+    held_up = events.put_scalar  # a thread took the ring's closure; then the interpreter ran other threads
+    assert held_up is events._direct
+    companion = psutil.Process(guardian.current_pid())
+    companion.kill()
+    companion.wait(timeout=60)
+    events.take_over()  # (or its reaper did, just before: the same)
+    return events, held_up
+
+
 def test_a_call_under_way_when_the_companion_died_keeps_its_place(tmp_path: Path) -> None:
     logdir = tmp_path / "run"
     with LocalSummaryWriter(str(logdir)) as writer:
-        events = writer._events
-        assert isinstance(events, SharedEventQueue)
-        writer.add_scalar("x", 0.0, 0)
-        held_up = events.put_scalar  # a thread took the ring's closure; then the interpreter ran other threads
-        assert held_up is events._direct
-        companion = psutil.Process(guardian.current_pid())
-        companion.kill()
-        companion.wait(timeout=60)
-        events.take_over()  # (or its reaper did, just before: the same)
+        _, held_up = _companion_dies_with_a_call_under_way(writer, "x")
         held_up("", "x", 1.0, 1, 1.0)  # the thread goes on: into the ring, after the take-over's last read of it
         writer.add_scalar("x", 2.0, 2)  # its next call, in-process
     assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0), (2, 2.0)]
@@ -216,15 +225,7 @@ def test_a_call_under_way_when_the_companion_died_keeps_its_place(tmp_path: Path
 def test_two_calls_under_way_when_the_companion_died_land_in_any_order_and_keep_their_places(tmp_path: Path) -> None:
     logdir = tmp_path / "run"
     with LocalSummaryWriter(str(logdir)) as writer:
-        events = writer._events
-        assert isinstance(events, SharedEventQueue)
-        writer.add_scalar("a", 0.0, 0)
-        writer.add_scalar("b", 0.0, 0)
-        held_up = events.put_scalar
-        companion = psutil.Process(guardian.current_pid())
-        companion.kill()
-        companion.wait(timeout=60)
-        events.take_over()
+        events, held_up = _companion_dies_with_a_call_under_way(writer, "a", "b")
         first = next(events._writer._counter)  # thread 1 took its sequence number and was held up before writing
         held_up("", "b", 2.0, 2, 1.0)  # thread 2 took the next one and wrote
         writer.add_scalar("b", 3.0, 3)  # thread 2's next call: its record, past the missing one, goes first

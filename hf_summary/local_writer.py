@@ -1,9 +1,10 @@
 """`LocalSummaryWriter`: tensorboardX's `SummaryWriter` with hf_summary's fast event path, and no Hub.
 
-Every `add_*` call keeps tensorboardX's behaviour and file format; events go through one in-process queue to one
-writer thread (see event_writer.py) instead of a `multiprocessing.Queue` per run folder. `HFSummaryWriter` builds on
-it; on its own it serves runs that stay local until `hf-summary sync` pushes them. tensorboardX's private state is
-reached only through `events/tbx.py`.
+Every `add_*` call keeps tensorboardX's behaviour and file format; events are handed off at the call, through shared
+memory, to the process's companion, which writes them (events/handoff.py), instead of a `multiprocessing.Queue` per
+run folder (where there is no companion: one writer thread, events/queue.py). `HFSummaryWriter` builds on it; on its
+own it serves runs that stay local until `hf-summary sync` pushes them. tensorboardX's private state is reached only
+through `events/tbx.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from .defaults import QUEUE_SIZE, RING_SIZE
 from .events.handoff import SharedEventQueue
 from .events.queue import EventQueue
+from .events.ring import SCALAR, SLOT_SIZE
 from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, scalar_value
 from .process import STATE
 
@@ -117,16 +119,30 @@ class LocalSummaryWriter(SummaryWriterBase):
     ) -> None:
         """Add a scalar, as tensorboardX does: handed off to the process's companion, which writes it.
 
-        This is the hot path of a training loop: a float at an int step, with nothing else asked, goes straight to
-        the event path in one condition and one call.
+        This is the hot path of a training loop: a float at an int step, with nothing else asked, is checked in one
+        condition and, once its tag is known, written straight into the ring's slot, in this frame: after a training
+        step has evicted the interpreter's caches, each further call shows in the step time.
         """
         events = self._events
         if (type(tag) is str and type(scalar_value) is float and type(global_step) is int and walltime is None
-                and not display_name and not summary_description and events is not None and not events.closed
+                and not display_name and not summary_description and events is not None
                 and not self._comet_on and not self.metadata_override
                 and -0x8000000000000000 <= global_step <= 0x7FFFFFFFFFFFFFFF):  # _MIN_STEP, _MAX_STEP, as constants
-            events.put_scalar("", tag, scalar_value, global_step, time.time())
-            return
+            slots = events.slots  # None once closed
+            if slots is not None and scalar_value == scalar_value:  # a NaN is hashed by identity (scalar_slots)
+                keys, counter, ring, write, memory, mask, first_slot = slots
+                key = keys.get(tag)
+                if key is not None:
+                    seq = next(counter)
+                    if seq < ring.free_below or ring.has_slot(seq):
+                        wall = time.time()
+                        write(memory, first_slot + (seq & mask) * SLOT_SIZE,
+                              hash((seq, SCALAR, key, global_step, wall, scalar_value)),
+                              seq, SCALAR, key, global_step, wall, scalar_value)
+                        return
+            if not events.closed:
+                events.put_scalar("", tag, scalar_value, global_step, time.time())
+                return
         self._add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     def _add_scalar(self, tag: Any, scalar_value: Any, global_step: Any, walltime: Any, display_name: str | None,

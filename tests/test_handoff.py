@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -27,7 +28,9 @@ from hf_summary.events.ring import (
     SLOT_SIZE,
     RingReader,
     RingWriter,
+    ScalarSlots,
     create,
+    put_in_slot,
     slot_check,
 )
 from hf_summary.process import STATE
@@ -197,15 +200,16 @@ def test_a_companion_killed_mid_run_is_taken_over_without_loss_or_repeat(tmp_pat
     assert _steps(logdir, "x") == list(range(2000))
 
 
-def _companion_dies_with_a_call_under_way(writer: LocalSummaryWriter, *tags: str) -> tuple[SharedEventQueue, Any]:
-    """Log 0.0 at step 0 to each tag, take the ring's closure as a thread in the middle of a call would, kill the
-    companion and let the writer take over; returns the writer's events and that closure."""
+def _companion_dies_with_a_call_under_way(writer: LocalSummaryWriter,
+                                          *tags: str) -> tuple[SharedEventQueue, ScalarSlots]:
+    """Log 0.0 at step 0 to each tag, read the ring's `slots` as a thread in the middle of a call would, kill the
+    companion and let the writer take over; returns the writer's events and those slots."""
     events = writer._events
     assert isinstance(events, SharedEventQueue)
     for tag in tags:
         writer.add_scalar(tag, 0.0, 0)
-    held_up = events.put_scalar  # a thread took the ring's closure; then the interpreter ran other threads
-    assert held_up is events._direct
+    held_up = events.slots  # a thread read the ring's slots; then the interpreter ran other threads
+    assert held_up is not None
     companion = psutil.Process(guardian.current_pid())
     companion.kill()
     companion.wait(timeout=60)
@@ -217,7 +221,7 @@ def test_a_call_under_way_when_the_companion_died_keeps_its_place(tmp_path: Path
     logdir = tmp_path / "run"
     with LocalSummaryWriter(str(logdir)) as writer:
         _, held_up = _companion_dies_with_a_call_under_way(writer, "x")
-        held_up("", "x", 1.0, 1, 1.0)  # the thread goes on: into the ring, after the take-over's last read of it
+        put_in_slot(held_up, held_up[0]["x"], 1, 1.0, 1.0)  # the thread goes on: into the ring, after the take-over
         writer.add_scalar("x", 2.0, 2)  # its next call, in-process
     assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0), (2, 2.0)]
 
@@ -227,7 +231,7 @@ def test_two_calls_under_way_when_the_companion_died_land_in_any_order_and_keep_
     with LocalSummaryWriter(str(logdir)) as writer:
         events, held_up = _companion_dies_with_a_call_under_way(writer, "a", "b")
         first = next(events._writer._counter)  # thread 1 took its sequence number and was held up before writing
-        held_up("", "b", 2.0, 2, 1.0)  # thread 2 took the next one and wrote
+        put_in_slot(held_up, held_up[0]["b"], 2, 1.0, 2.0)  # thread 2 took the next one and wrote
         writer.add_scalar("b", 3.0, 3)  # thread 2's next call: its record, past the missing one, goes first
         memory, at = events._memory, HEADER_SIZE + (first & (events._writer.slots - 1)) * SLOT_SIZE
         key = events._keys[""]["a"]
@@ -321,9 +325,7 @@ def test_a_slot_written_by_the_training_loop_and_torn_at_any_byte_is_never_read(
     os.close(fd)
     writer = RingWriter(memory, tmp_path / "spill")
     writer.put_data(KEY, 1, b"\0x")
-    elsewhere: list[tuple] = []
-    put = writer.scalar_path({"": {"x": 1}}, lambda *call: elsewhere.append(call))
-    put("", "x", 0.5, 7, 1000.25)  # sequence number 2: the training loop's way
+    assert put_in_slot(writer.scalar_slots({"x": 1}), 1, 7, 1000.25, 0.5)  # sequence number 2: the training loop's way
     at = HEADER_SIZE + 2 * SLOT_SIZE
     assert [(r.seq, r.step, r.wall_time, r.value) for r in RingReader(memory).read(10)][1:] == [(2, 7, 1000.25, 0.5)]
     padding = range(17, 20)  # after the kind: never written, always zero
@@ -331,15 +333,34 @@ def test_a_slot_written_by_the_training_loop_and_torn_at_any_byte_is_never_read(
         memory[at + byte] ^= 0x01  # one bit of the record, not yet visible to the reader
         assert [r.seq for r in RingReader(memory).read(10, final=True)] == [1], byte
         memory[at + byte] ^= 0x01
-    # A NaN is hashed by identity, which differs between processes: it takes the other way, which checks its bits.
-    put("", "x", float("nan"), 8, 1000.5)
-    put("", "x", 1.0, 9, float("nan"))
-    put("", "y", 1.0, 10, 1000.75)  # no key yet
-    assert [call[2:4] for call in elsewhere][1:] == [(1.0, 9), (1.0, 10)] and elsewhere[0][3] == 8
-    for _, _, value, step, wall_time in elsewhere[:2]:
-        writer.put_scalar(1, value, step, wall_time)
+    # A NaN is hashed by identity, which differs between processes: the other way checks its bits.
+    writer.put_scalar(1, float("nan"), 8, 1000.5)
+    writer.put_scalar(1, 1.0, 9, float("nan"))
     read = [(r.step, repr(r.value), repr(r.wall_time)) for r in RingReader(memory).read(10)][2:]
     assert read == [(8, "nan", "1000.5"), (9, "1.0", "nan")]
+
+
+def test_add_scalar_writes_a_float_of_a_known_tag_into_its_slot_and_puts_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logdir = tmp_path / "run"
+    with LocalSummaryWriter(str(logdir)) as writer:
+        writer.add_scalar("x", 0.0, 0)  # a new tag: defined, then put
+        events = writer._events
+        assert isinstance(events, SharedEventQueue)
+        put: list[tuple[Any, ...]] = []
+
+        def put_scalar(*call: Any) -> None:
+            put.append(call)
+            SharedEventQueue.put_scalar(events, *call)
+
+        monkeypatch.setattr(events, "put_scalar", put_scalar)
+        writer.add_scalar("x", 0.5, 1)  # the training loop's way: no call
+        writer.add_scalar("x", float("nan"), 2)  # hashed by identity: put, which checks its bits
+        writer.add_scalar("y", 1.5, 3)  # a new tag
+        writer.add_scalar("y", 2.5, 4)
+    assert [call[1:2] + call[3:4] for call in put] == [("x", 2), ("y", 3)]
+    assert scalars(logdir, "x")[:2] == [(0, 0.0), (1, 0.5)] and scalars(logdir, "y") == [(3, 1.5), (4, 2.5)]
+    assert math.isnan(scalars(logdir, "x")[2][1])
 
 
 def test_nan_infinities_and_signed_zeros_reach_tensorboard_as_logged(tmp_path: Path) -> None:
@@ -400,5 +421,5 @@ def test_floats_logged_after_a_value_on_an_accelerator_follow_it(tmp_path: Path)
         writer.flush()
         for step in range(50, 60):  # once the device's values are handed off, floats take the short way again
             writer.add_scalar("x", float(step), step)
-        assert events.put_scalar is events._direct
+        assert events.slots is events._slots
     assert scalars(logdir, "x") == [(step, float(step)) for step in range(60)]

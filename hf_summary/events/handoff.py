@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from .drain import RingDrain
 from .queue import EventQueue
-from .ring import EVENT, KEY, RingFull, RingReader, RingWriter, ScalarSink, create
+from .ring import EVENT, KEY, RingFull, RingReader, RingWriter, ScalarSlots, create
 from .tbx import Event, clean_tag
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,11 @@ class SharedEventQueue:
         self._memory: mmap.mmap = memory
         self._writer = RingWriter(memory, self.logdir / ".hf_summary" / "spill", on_full=self._say_full,
                                   alive=link.alive, wake=link.nudge)
-        # `put_scalar` (see `queue.EventQueue.put_scalar`): a float of a known key goes straight into the ring, but
-        # not while values on accelerators wait to be handed off before it, nor once closed or taken over: then
-        # every scalar takes `_put_scalar`, which knows where it goes. Changed under `_deferred_lock`.
-        self._direct: ScalarSink = self._writer.scalar_path(self._keys, self._put_scalar)
-        self.put_scalar: ScalarSink = self._direct
+        # The writer's `add_scalar` writes a float of a known tag straight into a slot through `slots`, but not
+        # while values on accelerators wait to be handed off before it, nor once closed or taken over: then `slots`
+        # is None and every scalar takes `put_scalar`, which knows where it goes. Changed under `_deferred_lock`.
+        self._slots = self._writer.scalar_slots(self._keys.setdefault("", {}))
+        self.slots: ScalarSlots | None = self._slots
         try:
             self._ring_id, answer = link.attach(
                 fd, {"logdir": str(self.logdir.resolve()), "suffix": filename_suffix, "pid": os.getpid()},
@@ -110,9 +110,10 @@ class SharedEventQueue:
 
     # Logging threads -------------------------------------------------------------------------------------------------
 
-    def _put_scalar(self, run: str, tag: str, value: Any, step: int | None, walltime: float) -> None:
-        """`put_scalar` off the ring's straight path: a new tag, a value to convert or read from an accelerator, a
-        NaN, a full ring whose reader is gone, a writer taken over or closed."""
+    def put_scalar(self, run: str, tag: str, value: Any, step: int | None, walltime: float) -> None:
+        """Hand one scalar off (see `queue.EventQueue.put_scalar`): all but the training loop's floats of known
+        tags, which `add_scalar` writes through `slots`: a new tag, another run, a value to convert or read from an
+        accelerator, a NaN, a full ring whose reader is gone, a writer taken over or closed."""
         local = self._local
         if local is not None:
             self._drain_late()
@@ -173,7 +174,7 @@ class SharedEventQueue:
         hands it off; what is logged after it follows it, so that each tag's values keep their order."""
         with self._deferred_wake:
             self._deferred.append((key, value, step, walltime))
-            self.put_scalar = self._put_scalar
+            self.slots = None
             if self._deferred_thread is None:
                 from ..threads import start_thread
 
@@ -198,7 +199,7 @@ class SharedEventQueue:
             with self._deferred_wake:
                 self._deferred.popleft()
                 if not self._deferred and self._local is None and not self.closed:
-                    self.put_scalar = self._direct
+                    self.slots = self._slots
                 self._deferred_wake.notify_all()
 
     def _wait_deferred(self) -> None:
@@ -230,9 +231,9 @@ class SharedEventQueue:
         self._local.put_raw(run, data)
 
     def _leave_ring(self) -> None:
-        """From now on every scalar takes the slow path of `put_scalar`, which knows where it goes."""
+        """From now on every scalar takes `put_scalar`, which knows where it goes."""
         with self._deferred_lock:
-            self.put_scalar = self._put_scalar
+            self.slots = None
 
     def _key_names(self, key: int) -> tuple[str, str]:
         return self._names[key]
@@ -338,8 +339,8 @@ class SharedEventQueue:
 
     def _drain_late(self) -> None:
         """Before a call logs in-process: a record that a call under way at the take-over wrote into the ring after
-        its last read (its thread was held up between taking the ring's closure and writing) goes first, so that
-        the calls of one thread keep their order."""
+        its last read (its thread was held up between reading `slots` and writing) goes first, so that the calls of
+        one thread keep their order."""
         if self._drain is not None:
             with self._lock:
                 if not self._memory.closed and self._drain.reader.has_more():
@@ -368,7 +369,7 @@ class SharedEventQueue:
         if self.closed:
             return
         local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix, synchronous=True)
-        self.put_scalar = self._put_scalar
+        self.slots = None
         self._local = local
         self._lock = threading.RLock()
         self._deferred = deque()

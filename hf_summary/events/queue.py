@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..defaults import QUEUE_SIZE
 from ..threads import start_thread
@@ -22,6 +22,9 @@ from .encoding import ScalarEncoder
 from .files import RunFiles
 from .records import frame_record
 from .tbx import Event, clean_tag
+
+if TYPE_CHECKING:
+    from .ring import ScalarSlots
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class EventQueue:
         self._files = RunFiles(self.logdir, self._suffix)
         self._scalars = ScalarEncoder(clean_tag)
         self.closed = False  # an attribute, not a property: add_scalar reads it at every call
+        self.slots: ScalarSlots | None = None  # no ring to write into: every scalar is put (handoff.SharedEventQueue)
         self._synchronous = False
 
     def _go_synchronous(self) -> None:

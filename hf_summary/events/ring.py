@@ -37,18 +37,15 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 MAGIC = b"HFSRING\x02"
 SLOT_SIZE = 64
 HEADER_SIZE = 64 * 1024
 _JOURNAL_START = 4096
 JOURNAL_MAX = HEADER_SIZE - _JOURNAL_START - 8
-
-# put_scalar(run, tag, value, step, wall_time), the signature of both event paths' scalar hand-off.
-ScalarSink = Callable[[str, str, Any, int | None, float], None]
 
 # Record kinds.
 SCALAR = 1
@@ -159,6 +156,24 @@ def open_ring(fd: int) -> mmap.mmap:
     return memory
 
 
+# The training loop's straight way into the ring (`RingWriter.scalar_slots`): tag -> key of its run, the sequence
+# counter, the ring writer, `_SLOT.pack_into`, the mapping, the slot mask, the first slot's offset. A plain tuple: one
+# of a subclass, a NamedTuple's, is unpacked through an iterator, a fifth of the hot path's cost.
+ScalarSlots = tuple[dict[str | None, int], Iterator[int], "RingWriter", Callable[..., None], mmap.mmap, int, int]
+
+
+def put_in_slot(slots: ScalarSlots, key: int, step: int, wall_time: float, value: float) -> bool:
+    """Write one scalar the training loop's way (see `RingWriter.scalar_slots`); False, with nothing written, if the
+    reader is gone."""
+    _, counter, ring, write, memory, mask, first_slot = slots
+    seq = next(counter)
+    if seq < ring.free_below or ring.has_slot(seq):
+        write(memory, first_slot + (seq & mask) * SLOT_SIZE, hash((seq, SCALAR, key, step, wall_time, value)),
+              seq, SCALAR, key, step, wall_time, value)
+        return True
+    return False
+
+
 class RingWriter:
     """The training process's side: puts records into the ring.
 
@@ -178,7 +193,7 @@ class RingWriter:
         self._slots_at = HEADER_SIZE
         self._data_at = HEADER_SIZE + self.slots * SLOT_SIZE
         self._counter = itertools.count(1)
-        self._limit = self.slots  # sequence numbers below this have a free slot, as of the last reading
+        self.free_below = self.slots  # sequence numbers below this have a free slot, as of the last reading
         self._data_lock = threading.Lock()
         self._data_pos = 0
         self._spill_dir = spill_dir
@@ -187,39 +202,28 @@ class RingWriter:
         self._wake = wake
         self._said_full = False
 
-    def scalar_path(self, keys: dict[str, dict[str | None, int]], other: ScalarSink) -> ScalarSink:
-        """The training loop's `put_scalar(run, tag, value, step, wall_time)`: a float that is not NaN, of a run and
-        tag that have a key in `keys` (a dict the caller keeps filling), goes straight into a slot, with no lock;
-        anything else goes to `other`, as does a value met by a full ring whose reader is gone.
+    def scalar_slots(self, keys: dict[str | None, int]) -> ScalarSlots:
+        """What a training loop needs to write a float of a tag of `keys` (tag -> key, a dict the caller keeps
+        filling) straight into a slot, with no lock and no call in between.
 
-        A closure over the ring, called from the writer's `add_scalar` with nothing in between: there, after a
-        training step has evicted the interpreter's caches, each further lookup, call or object made shows in the
-        step time.
+        For a value and a wall time that are not NaN and an int64 step, `put_in_slot` does it:
+
+            keys, counter, ring, write, memory, mask, first_slot = slots
+            seq = next(counter)
+            if seq < ring.free_below or ring.has_slot(seq):
+                write(memory, first_slot + (seq & mask) * SLOT_SIZE, hash((seq, SCALAR, key, step, wall_time, value)),
+                      seq, SCALAR, key, step, wall_time, value)
+
+        A writer's `add_scalar` spells it out rather than calling it: after a training step has evicted the
+        interpreter's caches, each further call, lookup or object made shows in the step time. The hash is
+        `slot_check`'s, whose NaN case those values never meet. When `has_slot` says no (the reader is gone), the
+        sequence number stays unwritten, as a thread killed in the middle of a call leaves one, and the value must
+        take the slow way (`put_scalar`, which raises `RingFull`).
         """
-        counter, memory, mask, first_slot = self._counter, self.memory, self.slots - 1, self._slots_at
-        write = _SLOT.pack_into
-        writer = self
-
-        def put_scalar(run: str, tag: str, value: Any, step: int | None, wall_time: float) -> None:
-            if type(value) is float and value == value and wall_time == wall_time:
-                try:
-                    key = keys[run][tag]
-                except KeyError:
-                    pass
-                else:
-                    seq = next(counter)
-                    if seq < writer._limit or writer._has_slot(seq):
-                        step = step or 0
-                        write(memory, first_slot + (seq & mask) * SLOT_SIZE,
-                              hash((seq, SCALAR, key, step, wall_time, value)),  # slot_check, without NaN
-                              seq, SCALAR, key, step, wall_time, value)
-                        return
-            other(run, tag, value, step, wall_time)
-
-        return put_scalar
+        return keys, self._counter, self, _SLOT.pack_into, self.memory, self.slots - 1, self._slots_at
 
     def put_scalar(self, key: int, value: float, step: int, wall_time: float) -> None:
-        """Write one scalar of a defined key (off the training loop's path: see `scalar_path`)."""
+        """Write one scalar of a defined key, NaN included (off the training loop's path: see `ScalarSlots`)."""
         self._put_slot(SCALAR, key, step, wall_time, value)
 
     def mark(self) -> int:
@@ -228,7 +232,7 @@ class RingWriter:
 
     def _put_slot(self, kind: int, key: int, step: int, wall_time: float, value: float) -> int:
         seq = next(self._counter)
-        if seq >= self._limit:
+        if seq >= self.free_below:
             self._wait_for_slot(seq)
         _SLOT.pack_into(self.memory, self._slots_at + (seq & (self.slots - 1)) * SLOT_SIZE,
                         slot_check(seq, kind, key, step, wall_time, value), seq, kind, key, step, wall_time, value)
@@ -252,7 +256,7 @@ class RingWriter:
             else:
                 self._wait_for_data(pos + size)
                 seq = next(self._counter)
-            if seq >= self._limit:
+            if seq >= self.free_below:
                 self._wait_for_slot(seq)
             self._write_data(pos, seq, kind, key, payload)
             self._data_pos = pos + size
@@ -277,7 +281,7 @@ class RingWriter:
     def _positions(self) -> tuple[int, int]:
         return _POSITIONS.unpack_from(self.memory, _POSITIONS_AT)
 
-    def _has_slot(self, seq: int) -> bool:
+    def has_slot(self, seq: int) -> bool:
         """Wait for the slot of `seq` (see `_wait_for_slot`); False if the reader is gone."""
         try:
             self._wait_for_slot(seq)
@@ -290,7 +294,7 @@ class RingWriter:
         while True:
             tail, _ = self._positions()
             if seq < tail + self.slots:
-                self._limit = tail + self.slots
+                self.free_below = tail + self.slots
                 return
             pause = self._full(pause)
 

@@ -134,12 +134,18 @@ class LocalSummaryWriter(SummaryWriterBase):
                 key = keys.get(tag)
                 if key is not None:
                     seq = next(counter)
-                    if seq < ring.free_below or ring.has_slot(seq):
-                        wall = time.time()
-                        write(memory, first_slot + (seq & mask) * SLOT_SIZE,
-                              hash((seq, SCALAR, key, global_step, wall, scalar_value)),
-                              seq, SCALAR, key, global_step, wall, scalar_value)
-                        return
+                    try:
+                        if seq < ring.free_below or ring.has_slot(seq):
+                            wall = time.time()
+                            write(memory, first_slot + (seq & mask) * SLOT_SIZE,
+                                  hash((seq, SCALAR, key, global_step, wall, scalar_value)),
+                                  seq, SCALAR, key, global_step, wall, scalar_value)
+                            return
+                    except (TypeError, ValueError):  # what an unmapped memory raises
+                        if not memory.closed:
+                            raise
+                        # Another thread closed the writer since this call read `slots`: the value goes where a call
+                        # made after close() goes, into a reopened writer.
             if not events.closed:
                 events.put_scalar("", tag, scalar_value, global_step, time.time())
                 return

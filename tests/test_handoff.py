@@ -340,6 +340,42 @@ def test_a_slot_written_by_the_training_loop_and_torn_at_any_byte_is_never_read(
     assert read == [(8, "nan", "1000.5"), (9, "1.0", "nan")]
 
 
+def test_a_call_under_way_while_another_thread_closes_the_writer_lands_after_it(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    writer = LocalSummaryWriter(str(logdir))
+    writer.add_scalar("x", 0.0, 0)
+    events = writer._events
+    assert isinstance(events, SharedEventQueue) and events.slots is not None
+    held, go_on = threading.Event(), threading.Event()
+
+    class HeldUpKeys(dict[Any, int]):
+        def get(self, tag: Any, default: Any = None) -> Any:
+            # The logging thread has read the ring's slots; the interpreter runs the closing thread before it goes on.
+            held.set()
+            assert go_on.wait(60)
+            return super().get(tag, default)
+
+    keys, *rest = events.slots
+    events.slots = (HeldUpKeys(keys), *rest)  # type: ignore[assignment]
+    errors: list[BaseException] = []
+
+    def log() -> None:
+        try:
+            writer.add_scalar("x", 1.0, 1)
+        except BaseException as error:  # noqa: BLE001 (shown by the assertion below)
+            errors.append(error)
+
+    thread = threading.Thread(target=log)
+    thread.start()
+    assert held.wait(60)
+    writer.close()  # the shared memory is unmapped under the held-up call
+    go_on.set()
+    thread.join(60)
+    writer.close()  # the value reopened the writer, as any call after close() does
+    assert errors == []
+    assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0)]
+
+
 def test_add_scalar_writes_a_float_of_a_known_tag_into_its_slot_and_puts_the_rest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logdir = tmp_path / "run"

@@ -22,7 +22,7 @@ from .defaults import QUEUE_SIZE, RING_SIZE
 from .events.handoff import SharedEventQueue
 from .events.queue import EventQueue
 from .events.ring import SCALAR, SLOT_SIZE
-from .events.tbx import Event, RunFileWriter, SummaryWriterBase, file_writer, scalar_value
+from .events.tbx import Event, RunFileWriter, SummaryWriterBase, WriterClosed, file_writer, scalar_value
 from .process import STATE
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,14 @@ class LocalSummaryWriter(SummaryWriterBase):
         if self._events is None or self._events.closed:
             self._events = self._open_events()
             STATE.live_queues.add(self._events)  # a forked child writes its events apart (process.py)
-        return RunFileWriter(self._events, self.logdir, "")
+        return RunFileWriter(self._events, self.logdir, "", self._reopened_events)
+
+    def _reopened_events(self) -> EventQueue | SharedEventQueue:
+        """The event queue, reopened if closed: where an event goes that a file writer got before another thread
+        closed this writer."""
+        file_writer(self)  # tensorboardX's way back after close(): a new file writer, on a new queue
+        assert self._events is not None
+        return self._events
 
     def _open_events(self) -> EventQueue | SharedEventQueue:
         """The hand-off to the companion process; where there can be none, the in-process queue (said once)."""
@@ -147,8 +154,11 @@ class LocalSummaryWriter(SummaryWriterBase):
                         # Another thread closed the writer since this call read `slots`: the value goes where a call
                         # made after close() goes, into a reopened writer.
             if not events.closed:
-                events.put_scalar("", tag, scalar_value, global_step, time.time())
-                return
+                try:
+                    events.put_scalar("", tag, scalar_value, global_step, time.time())
+                    return
+                except WriterClosed:
+                    pass  # closed by another thread during this call: as a call made after close()
         self._add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     def _add_scalar(self, tag: Any, scalar_value: Any, global_step: Any, walltime: Any, display_name: str | None,
@@ -166,12 +176,12 @@ class LocalSummaryWriter(SummaryWriterBase):
         # In tensorboardX's order (value, walltime, step), so that a call with several bad arguments raises its error.
         value = scalar_value if type(scalar_value) is float else _as_value(tag, scalar_value)
         wall = time.time() if walltime is None else walltime if type(walltime) is float else _as_walltime(walltime)
-        events.put_scalar(
-            "", tag, value,
-            global_step if type(global_step) is int and _MIN_STEP <= global_step <= _MAX_STEP
-            else _as_step(global_step),
-            wall,
-        )
+        step = (global_step if type(global_step) is int and _MIN_STEP <= global_step <= _MAX_STEP
+                else _as_step(global_step))
+        try:
+            events.put_scalar("", tag, value, step, wall)
+        except WriterClosed:  # by another thread, during this call: tensorboardX's way reopens the writer
+            super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
 
     def add_scalars(
         self,
@@ -197,16 +207,23 @@ class LocalSummaryWriter(SummaryWriterBase):
             return
         walltime = time.time() if walltime is None else walltime  # kept as given for scalar_dict, as tensorboardX
         # Checked in tensorboardX's order, key by key: folder, value, walltime, step (what it raises, we raise).
-        for tag, value in tag_scalar_dict.items():
+        items = list(tag_scalar_dict.items())
+        for i, (tag, value) in enumerate(items):
             run = os.path.join(main_tag, tag)
             fw_tag = os.path.join(str(self.logdir), run)
             if not self._has_sub_run(fw_tag):
                 # Created now, as tensorboardX does: a name the file system refuses fails here, not in the thread.
                 os.makedirs(fw_tag, exist_ok=True)
-                self._add_sub_run(fw_tag, RunFileWriter(events, fw_tag, run))
+                self._add_sub_run(fw_tag, RunFileWriter(events, fw_tag, run, self._reopened_events))
             number = _as_float(main_tag, value)
             event_walltime = _as_walltime(walltime)
-            events.put_scalar(run, main_tag, number, _as_step(global_step), event_walltime)
+            try:
+                events.put_scalar(run, main_tag, number, _as_step(global_step), event_walltime)
+            except WriterClosed:
+                # Closed by another thread during this call: this key and the ones after it go where a call made
+                # after close() goes.
+                self.add_scalars(main_tag, dict(items[i:]), global_step, walltime)
+                return
             self.scalar_dict.setdefault(fw_tag, []).append([walltime, global_step, number])
 
     def flush(self) -> None:

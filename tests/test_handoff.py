@@ -10,9 +10,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 
@@ -340,40 +342,73 @@ def test_a_slot_written_by_the_training_loop_and_torn_at_any_byte_is_never_read(
     assert read == [(8, "nan", "1000.5"), (9, "1.0", "nan")]
 
 
-def test_a_call_under_way_while_another_thread_closes_the_writer_lands_after_it(tmp_path: Path) -> None:
-    logdir = tmp_path / "run"
-    writer = LocalSummaryWriter(str(logdir))
-    writer.add_scalar("x", 0.0, 0)
+def _close_during_a_call(writer: LocalSummaryWriter, log: Callable[[], None], where: str) -> list[BaseException]:
+    """Run `log` in a thread held up at its first lookup in `where` ("slots": the keys of the training loop's way,
+    after it read `slots`; "runs": the keys of `put_scalar` and `put_event`, after their closed check), close the
+    writer from this thread, then let the call go on; close again (the call reopened the writer, as any call after
+    close() does). Returns what the call raised."""
     events = writer._events
     assert isinstance(events, SharedEventQueue) and events.slots is not None
     held, go_on = threading.Event(), threading.Event()
 
-    class HeldUpKeys(dict[Any, int]):
-        def get(self, tag: Any, default: Any = None) -> Any:
-            # The logging thread has read the ring's slots; the interpreter runs the closing thread before it goes on.
-            held.set()
-            assert go_on.wait(60)
-            return super().get(tag, default)
+    class HeldUp(dict[Any, Any]):
+        def get(self, key: Any, default: Any = None) -> Any:
+            if not held.is_set():  # the interpreter runs the closing thread before this one goes on
+                held.set()
+                assert go_on.wait(60)
+            return super().get(key, default)
 
-    keys, *rest = events.slots
-    events.slots = (HeldUpKeys(keys), *rest)  # type: ignore[assignment]
+    if where == "slots":
+        keys, *rest = events.slots
+        events.slots = (HeldUp(keys), *rest)  # type: ignore[assignment]
+    else:
+        events._keys = HeldUp(events._keys)
     errors: list[BaseException] = []
 
-    def log() -> None:
+    def run() -> None:
         try:
-            writer.add_scalar("x", 1.0, 1)
-        except BaseException as error:  # noqa: BLE001 (shown by the assertion below)
+            log()
+        except BaseException as error:  # noqa: BLE001 (returned to the test)
             errors.append(error)
 
-    thread = threading.Thread(target=log)
+    thread = threading.Thread(target=run)
     thread.start()
     assert held.wait(60)
     writer.close()  # the shared memory is unmapped under the held-up call
     go_on.set()
     thread.join(60)
-    writer.close()  # the value reopened the writer, as any call after close() does
-    assert errors == []
+    assert not thread.is_alive()
+    writer.close()
+    return errors
+
+
+def test_a_call_under_way_while_another_thread_closes_the_writer_lands_after_it(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    writer = LocalSummaryWriter(str(logdir))
+    writer.add_scalar("x", 0.0, 0)
+    assert _close_during_a_call(writer, lambda: writer.add_scalar("x", 1.0, 1), "slots") == []
     assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0)]
+
+
+def test_calls_off_the_training_loops_way_under_way_while_another_thread_closes_the_writer_land_after_it(
+        tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    calls: dict[str, Callable[[LocalSummaryWriter], None]] = {
+        "a new tag": lambda writer: writer.add_scalar("y", 1.0, 1),
+        "an event": lambda writer: writer.add_histogram("h", np.arange(10.0), 1),
+        "add_scalars": lambda writer: writer.add_scalars("m", {"a": 1.0, "b": 2.0}, 1),
+    }
+    errors = {}
+    for name, call in calls.items():
+        writer = LocalSummaryWriter(str(logdir / name))
+        writer.add_scalar("x", 0.0, 0)
+        errors[name] = _close_during_a_call(writer, lambda: call(writer), "runs")  # noqa: B023 (run at once)
+    assert errors == {name: [] for name in calls}
+    assert scalars(logdir / "a new tag", "y") == [(1, 1.0)]
+    histograms = accumulate(logdir / "an event").Histograms("h")
+    assert [(h.step, h.histogram_value.num, h.histogram_value.sum) for h in histograms] == [(1, 10, 45.0)]
+    assert scalars(logdir / "add_scalars" / "m" / "a", "m") == [(1, 1.0)]
+    assert scalars(logdir / "add_scalars" / "m" / "b", "m") == [(1, 2.0)]
 
 
 def test_add_scalar_writes_a_float_of_a_known_tag_into_its_slot_and_puts_the_rest(

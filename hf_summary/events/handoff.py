@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from .drain import RingDrain
 from .queue import EventQueue
 from .ring import EVENT, KEY, RingFull, RingReader, RingWriter, ScalarSlots, create
-from .tbx import Event, clean_tag
+from .tbx import Event, WriterClosed, clean_tag
 
 logger = logging.getLogger(__name__)
 
@@ -120,14 +120,18 @@ class SharedEventQueue:
             local.put_scalar(run, tag, value, step, walltime)
             return
         if self.closed:
-            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
-        keys = self._keys.get(run)
-        known = keys.get(tag) if keys is not None else None
-        key = self._define(run, tag) if known is None else known
-        if type(value) is not float or self._deferred:
-            self._defer(key, value, step or 0, walltime)
-            return
-        self._hand_off_scalar(key, value, step or 0, walltime)
+            raise WriterClosed()
+        try:
+            keys = self._keys.get(run)
+            known = keys.get(tag) if keys is not None else None
+            key = self._define(run, tag) if known is None else known
+            if type(value) is not float or self._deferred:
+                self._defer(key, value, step or 0, walltime)
+                return
+            self._hand_off_scalar(key, value, step or 0, walltime)
+        except (TypeError, ValueError):
+            self._raise_if_unmapped()
+            raise
 
     def put_event(self, run: str, event: Event) -> None:
         """Hand one `Event` off, serialized at the call."""
@@ -137,18 +141,28 @@ class SharedEventQueue:
             local.put_event(run, event)
             return
         if self.closed:
-            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
+            raise WriterClosed()
         try:
             data = event.SerializeToString()
         except Exception:
             # As the in-process writer thread does: tensorboardX serializes in its own thread, so the call succeeds.
             logger.exception("Could not write an event to %s; it is skipped", self.logdir)
             return
-        key = self._run_key(run)
-        if self._deferred:
-            self._defer(key, data, 0, 0.0)
-            return
-        self._hand_off_event(key, data)
+        try:
+            key = self._run_key(run)
+            if self._deferred:
+                self._defer(key, data, 0, 0.0)
+                return
+            self._hand_off_event(key, data)
+        except (TypeError, ValueError):
+            self._raise_if_unmapped()
+            raise
+
+    def _raise_if_unmapped(self) -> None:
+        """What a write into the ring raised, if another thread's close() unmapped it under the call (a race that
+        `closed` alone cannot rule out without a lock on every call), is the closed sink's error."""
+        if self._memory.closed:
+            raise WriterClosed() from None
 
     def _define(self, run: str, tag: str) -> int:
         with self._lock:

@@ -21,7 +21,7 @@ from ..threads import start_thread
 from .encoding import ScalarEncoder
 from .files import RunFiles
 from .records import frame_record
-from .tbx import Event, clean_tag
+from .tbx import Event, WriterClosed, clean_tag
 
 if TYPE_CHECKING:
     from .ring import ScalarSlots
@@ -114,10 +114,10 @@ class EventQueue:
             walltime: seconds since the epoch.
 
         Raises:
-            ValueError: the queue is closed.
+            WriterClosed: the queue is closed (a ValueError).
         """
         if self.closed:
-            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
+            raise WriterClosed()
         queue = self._queue
         queue.append((_SCALAR, run, tag, value, step, walltime))
         if len(queue) >= self.max_queue:
@@ -127,10 +127,10 @@ class EventQueue:
         """Queue one `Event` for a run folder; blocks while `max_queue` items are waiting.
 
         Raises:
-            ValueError: the queue is closed.
+            WriterClosed: the queue is closed (a ValueError).
         """
         if self.closed:
-            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
+            raise WriterClosed()
         queue = self._queue
         queue.append((_EVENT, run, event))
         if len(queue) >= self.max_queue:
@@ -140,10 +140,10 @@ class EventQueue:
         """Queue one event already serialized (what another writer of the events left to write).
 
         Raises:
-            ValueError: the queue is closed.
+            WriterClosed: the queue is closed (a ValueError).
         """
         if self.closed:
-            raise ValueError("This event writer is closed; reopen the SummaryWriter to log again.")
+            raise WriterClosed()
         self._queue.append((_RAW, run, data))
         if len(self._queue) >= self.max_queue:
             self._wait_for_room()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import tensorboardX
@@ -19,6 +19,14 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.summary import _clean_tag, hparams
 from tensorboardX.writer import FileWriter
 from tensorboardX.x2num import make_np
+
+
+class WriterClosed(ValueError):
+    """The event sink was closed, maybe by another thread during the call: a `SummaryWriter` reopens on its next call,
+    as tensorboardX's does, and the writer's own calls send the value there (a ValueError, as it always was)."""
+
+    def __init__(self) -> None:
+        super().__init__("This event writer is closed; reopen the SummaryWriter to log again.")
 
 
 class EventSink(Protocol):
@@ -29,8 +37,8 @@ class EventSink(Protocol):
 
     def flush(self) -> object: ...
 
-__all__ = ["Event", "RunFileWriter", "SummaryWriterBase", "clean_tag", "file_writer", "hparams", "is_remote",
-           "scalar_value"]
+__all__ = ["Event", "RunFileWriter", "SummaryWriterBase", "WriterClosed", "clean_tag", "file_writer", "hparams",
+           "is_remote", "scalar_value"]
 
 # The releases the test suite ran with; setup.cfg bounds the dependency to them.
 TESTED_MAJOR, TESTED_MINOR = 2, 6
@@ -136,25 +144,34 @@ class RunFileWriter(FileWriter):
     event sink differs.
     """
 
-    def __init__(self, queue: EventSink, logdir: str | os.PathLike[str], run: str) -> None:
+    def __init__(self, queue: EventSink, logdir: str | os.PathLike[str], run: str,
+                 reopen: Callable[[], EventSink] | None = None) -> None:
         # tensorboardX's __init__ would start its own queue, thread and event file: not called on purpose.
-        self.event_writer = _RunSink(queue, str(logdir), run)
+        self.event_writer = _RunSink(queue, str(logdir), run, reopen)
         self._default_metadata: dict[str, Any] = {}
 
 
 class _RunSink:
     """What `FileWriter` calls its `event_writer`: routes the events of one run into the shared queue."""
 
-    def __init__(self, queue: EventSink, logdir: str, run: str) -> None:
+    def __init__(self, queue: EventSink, logdir: str, run: str, reopen: Callable[[], EventSink] | None) -> None:
         self._queue = queue
         self._logdir = logdir
         self._run = run
+        self._reopen = reopen  # the writer's sink, reopened if closed
 
     def get_logdir(self) -> str:
         return self._logdir
 
     def add_event(self, event: Event) -> None:
-        self._queue.put_event(self._run, event)
+        try:
+            self._queue.put_event(self._run, event)
+        except WriterClosed:
+            if self._reopen is None:
+                raise
+            # Closed under this call (tensorboardX's `add_*` had got this file writer before): the event goes where
+            # a call made after close() goes.
+            self._reopen().put_event(self._run, event)
 
     def flush(self) -> None:
         self._queue.flush()

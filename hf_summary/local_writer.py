@@ -181,7 +181,7 @@ class LocalSummaryWriter(SummaryWriterBase):
         try:
             events.put_scalar("", tag, value, step, wall)
         except WriterClosed:  # by another thread, during this call: tensorboardX's way reopens the writer
-            super().add_scalar(tag, scalar_value, global_step, walltime, display_name, summary_description)
+            super().add_scalar(tag, scalar_value, global_step, wall, display_name, summary_description)
 
     def add_scalars(
         self,

@@ -22,6 +22,7 @@ from hf_summary import LocalSummaryWriter
 from hf_summary.events import files as event_files
 from hf_summary.events.drain import RingDrain
 from hf_summary.events.handoff import SharedEventQueue
+from hf_summary.events.queue import EventQueue
 from hf_summary.events.ring import (
     _SLOT,
     HEADER_SIZE,
@@ -409,6 +410,44 @@ def test_calls_off_the_training_loops_way_under_way_while_another_thread_closes_
     assert [(h.step, h.histogram_value.num, h.histogram_value.sum) for h in histograms] == [(1, 10, 45.0)]
     assert scalars(logdir / "add_scalars" / "m" / "a", "m") == [(1, 1.0)]
     assert scalars(logdir / "add_scalars" / "m" / "b", "m") == [(1, 2.0)]
+
+
+def test_a_value_put_in_process_while_another_thread_closes_the_writer_lands_after_it(tmp_path: Path) -> None:
+    logdir = tmp_path / "run"
+    writer = LocalSummaryWriter(str(logdir), ring_size=None)  # the in-process queue: the fallback's path
+    writer.add_scalar("x", 0.0, 0)
+    events = writer._events
+    assert isinstance(events, EventQueue)
+    logging_thread: list[threading.Thread] = []
+    held, go_on = threading.Event(), threading.Event()
+
+    class HeldUpQueue(EventQueue):
+        @property  # type: ignore[misc]
+        def _queue(self) -> Any:
+            # The logging thread is about to append: the interpreter runs the closing thread to its end first.
+            if threading.current_thread() in logging_thread and not held.is_set():
+                held.set()
+                assert go_on.wait(60)
+            return self.__dict__["_queue"]
+
+    events.__class__ = HeldUpQueue
+    errors: list[BaseException] = []
+
+    def log() -> None:
+        try:
+            writer.add_scalar("x", 1.0, 1)
+        except BaseException as error:  # noqa: BLE001 (shown by the assertion below)
+            errors.append(error)
+
+    logging_thread.append(threading.Thread(target=log))
+    logging_thread[0].start()
+    assert held.wait(60)
+    writer.close()  # its writer thread has ended: an item appended now would never be written
+    go_on.set()
+    logging_thread[0].join(60)
+    writer.close()  # the value reopened the writer, as any call after close() does
+    assert errors == []
+    assert scalars(logdir, "x") == [(0, 0.0), (1, 1.0)]
 
 
 def test_add_scalar_writes_a_float_of_a_known_tag_into_its_slot_and_puts_the_rest(

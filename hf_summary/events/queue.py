@@ -116,10 +116,11 @@ class EventQueue:
         Raises:
             WriterClosed: the queue is closed (a ValueError).
         """
-        if self.closed:
-            raise WriterClosed()
         queue = self._queue
-        queue.append((_SCALAR, run, tag, value, step, walltime))
+        item = (_SCALAR, run, tag, value, step, walltime)
+        queue.append(item)
+        if self.closed:  # checked after the append: see _take_back
+            self._take_back(item)
         if len(queue) >= self.max_queue:
             self._wait_for_room()
 
@@ -129,10 +130,11 @@ class EventQueue:
         Raises:
             WriterClosed: the queue is closed (a ValueError).
         """
-        if self.closed:
-            raise WriterClosed()
         queue = self._queue
-        queue.append((_EVENT, run, event))
+        item = (_EVENT, run, event)
+        queue.append(item)
+        if self.closed:
+            self._take_back(item)
         if len(queue) >= self.max_queue:
             self._wait_for_room()
 
@@ -142,11 +144,27 @@ class EventQueue:
         Raises:
             WriterClosed: the queue is closed (a ValueError).
         """
+        item = (_RAW, run, data)
+        self._queue.append(item)
         if self.closed:
-            raise WriterClosed()
-        self._queue.append((_RAW, run, data))
+            self._take_back(item)
         if len(self._queue) >= self.max_queue:
             self._wait_for_room()
+
+    def _take_back(self, item: tuple[Any, ...]) -> None:
+        """An item put while the queue closed. Checked after the append, `closed` rules out the race with another
+        thread's close(): had it been false, the writer thread, which ends only on an empty queue once closed, would
+        write the item. True, the item was put too late for that thread, unless its last batch took it: still queued,
+        it is taken back and the caller told (a writer then sends it to its reopened queue); gone, it is written.
+
+        Raises:
+            WriterClosed: the item was taken back.
+        """
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return
+        raise WriterClosed()
 
     def _wait_for_room(self) -> None:
         """Backpressure: block until the writer thread has taken the queue below `max_queue`."""
@@ -229,9 +247,10 @@ class EventQueue:
             with self._cond:
                 if not queue and not self.closed:
                     self._cond.wait(_WAKE_INTERVAL)
+            closing = self.closed  # read before the queue: what was put before it was set is written (_take_back)
             if queue:
                 self._write_batch(queue)
-            elif self.closed:
+            elif closing:
                 return
 
     def _write_batch(self, queue: deque[tuple[Any, ...]]) -> None:

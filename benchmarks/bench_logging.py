@@ -19,7 +19,9 @@ d. Import time: wall time of `python -c "import X"` minus that of `python -c "pa
 e. The hand-off (issue 21): a smaller MLP (a CPU step of about 0.2 ms) logging four Python floats a step (read in
    every block, with a writer or without), in one process, every writer open throughout and idle apart from the
    loop (no push): no writer, ours (events handed off to the companion process through shared memory), ours with
-   `ring_size=None` (events written by a thread of the training process, the path before), tensorboardX. The run is
+   `ring_size=None` (events written by a thread of the training process, the path before), tensorboardX, and two
+   floors: an `add_scalar` that does nothing, and one that does only the work a hand-off in Python cannot skip (a
+   clock reading, a sequence number, the tag's key, the slot's check and its write). The run is
    cut into short blocks, one per writer in random order, many times over, each writer flushed (untimed) after its
    block; each cycle gives one ratio per writer against the no-writer block of the same cycle, of the blocks'
    median steps and of their means. Rounds of thousands of steps (part b's way) swing by 10 % on a shared machine;
@@ -75,7 +77,10 @@ WRITERS = {
 # writer with a one-hour schedule, which makes no commit during the run: the difference is the commits' cost.
 TRAIN_MODES = {"none": None, "ours": "ours", "ours-idle": "ours", "tensorboardX": "tensorboardX"}
 # Part e's runs: the writer otherwise idle, our two event paths.
-HANDOFF_MODES = {"none": None, "ours": "ours", "ours-inprocess": "ours-inprocess", "tensorboardX": "tensorboardX"}
+# Two floors: "nothing", an add_scalar that does nothing (the call alone), and "slot-only", the work a hand-off in
+# Python cannot skip and nothing else (_SlotOnly).
+HANDOFF_MODES = {"none": None, "nothing": "nothing", "slot-only": "slot-only", "ours": "ours",
+                 "ours-inprocess": "ours-inprocess", "tensorboardX": "tensorboardX"}
 HANDOFF_TARGET = 1.01
 IMPORTS = {
     "hf_summary": "import hf_summary",
@@ -94,6 +99,10 @@ def make_writer(kind: str, logdir: str, repo_id: str) -> Any:
 
         ring = {} if kind == "ours" else {"ring_size": None}
         return HFSummaryWriter(repo_id, logdir=logdir, commit_every=60, **ring)
+    if kind == "nothing":
+        return _NoWriter()
+    if kind == "slot-only":
+        return _SlotOnly()
     if kind == "tensorboardX":
         from tensorboardX import SummaryWriter
 
@@ -376,13 +385,43 @@ def handoff_calls(params: dict[str, Any]) -> None:
 
 
 class _NoWriter:
-    """Part f's baseline: the same calls, to a method that does nothing."""
+    """The same calls, to a method that does nothing, with tensorboardX's signature: part f's baseline, and part e's
+    floor."""
 
-    def add_scalar(self, tag: str, value: float, step: int) -> None:
+    def add_scalar(self, tag: str, scalar_value: Any, global_step: int | None = None, walltime: float | None = None,
+                   display_name: str | None = "", summary_description: str | None = "") -> None:
         pass
 
     def flush(self) -> None:
         pass
+
+    def close(self) -> None:
+        pass
+
+
+class _SlotOnly(_NoWriter):
+    """Part e's second floor: what a hand-off written in Python cannot skip, and nothing else. A clock reading, a
+    sequence number, the tag's key, the slot's check and the slot's write into shared memory, as hf_summary's ring
+    does them; no check of the arguments, of the writer's state, or of room in the ring (no reader frees it)."""
+
+    def __init__(self) -> None:
+        import os
+
+        from hf_summary.events.ring import RingWriter, create
+
+        fd, memory = create(slots=8192, data_size=64 * 1024)
+        os.close(fd)
+        self.keys = {"train/loss": 1, "train/accuracy": 2, "train/grad_norm": 3, "train/lr": 4}
+        _, self.counter, _, self.write, self.memory, self.mask, self.first_slot = RingWriter(
+            memory, Path(tempfile.gettempdir())).scalar_slots(self.keys)
+
+    def add_scalar(self, tag: str, scalar_value: Any, global_step: int | None = None, walltime: float | None = None,
+                   display_name: str | None = "", summary_description: str | None = "") -> None:
+        seq = next(self.counter)
+        wall = time.time()
+        key = self.keys[tag]
+        self.write(self.memory, self.first_slot + (seq & self.mask) * 64,
+                   hash((seq, 1, key, global_step, wall, scalar_value)), seq, 1, key, global_step, wall, scalar_value)
 
 
 def counted_calls(params: dict[str, Any]) -> None:
@@ -491,7 +530,9 @@ def part_b(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdic
 def part_e(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdicts) -> None:
     print(f"\n(e) The hand-off: MLP {args.width_e}-{args.width_e}-{args.width_e}-10, batch {args.batch_e}, one thread; "
           f"{args.cycles} cycles of one {args.block_steps}-step block per writer ({'/'.join(HANDOFF_MODES)}, in "
-          "random order), one process, every writer open throughout and flushed after its block (untimed); four "
+          "random order; two floors: 'nothing', an add_scalar that does nothing, and 'slot-only', the work a "
+          "hand-off in Python cannot skip (clock, sequence number, key, the slot's check and write) with no check of "
+          "anything), one process, every writer open throughout and flushed after its block (untimed); four "
           "Python floats a step (read in every block); no push during the run. Each cycle gives one ratio per "
           "writer against the no-writer block of the same cycle: of the blocks' median step times (what a step pays "
           "as a rule: the hand-off), and of their mean step times (which also count the rare slow step: a thread "

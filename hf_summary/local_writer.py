@@ -147,7 +147,9 @@ class LocalSummaryWriter(SummaryWriterBase):
                             write(memory, first_slot + (seq & mask) * SLOT_SIZE,
                                   hash((seq, SCALAR, key, global_step, wall, scalar_value)),
                                   seq, SCALAR, key, global_step, wall, scalar_value)
-                            return
+                            if not ring.closing or ring.landed(seq):
+                                return
+                            # Written after the last reading of a ring that another thread closed meanwhile.
                     except (TypeError, ValueError):  # what an unmapped memory raises
                         if not memory.closed:
                             raise

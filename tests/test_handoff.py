@@ -343,14 +343,17 @@ def test_a_slot_written_by_the_training_loop_and_torn_at_any_byte_is_never_read(
     assert read == [(8, "nan", "1000.5"), (9, "1.0", "nan")]
 
 
-def _close_during_a_call(writer: LocalSummaryWriter, log: Callable[[], None], where: str) -> list[BaseException]:
+def _close_during_a_call(writer: LocalSummaryWriter, log: Callable[[], None], where: str, *,
+                         after_last_reading: bool = False) -> list[BaseException]:
     """Run `log` in a thread held up at its first lookup in `where` ("slots": the keys of the training loop's way,
-    after it read `slots`; "runs": the keys of `put_scalar` and `put_event`, after their closed check), close the
-    writer from this thread, then let the call go on; close again (the call reopened the writer, as any call after
-    close() does). Returns what the call raised."""
+    after it read `slots`; "runs": the keys of `put_scalar` and `put_event`, after their closed check) and close the
+    writer from this thread. The call goes on once the shared memory is unmapped, or, `after_last_reading`, once the
+    companion has read the ring for the last time and before the unmap (close() then waits until the call has
+    written). Then close again (the call reopened the writer, as any call after close() does). Returns what the call
+    raised."""
     events = writer._events
     assert isinstance(events, SharedEventQueue) and events.slots is not None
-    held, go_on = threading.Event(), threading.Event()
+    held, go_on, written = threading.Event(), threading.Event(), threading.Event()
 
     class HeldUp(dict[Any, Any]):
         def get(self, key: Any, default: Any = None) -> Any:
@@ -364,6 +367,28 @@ def _close_during_a_call(writer: LocalSummaryWriter, log: Callable[[], None], wh
         events.slots = (HeldUp(keys), *rest)  # type: ignore[assignment]
     else:
         events._keys = HeldUp(events._keys)
+    if after_last_reading:
+        link, ring = events._link, events._writer
+        if hasattr(ring, "landed"):  # the call has written once it asks whether its record was read
+            landed = ring.landed
+
+            def asks(seq: int) -> bool:
+                written.set()
+                return landed(seq)
+
+            ring.landed = asks  # type: ignore[method-assign]
+
+        class AfterLastReading:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(link, name)
+
+            def detach(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+                answer = link.detach(*args, **kwargs)
+                go_on.set()
+                assert written.wait(60)
+                return answer
+
+        events._link = AfterLastReading()  # type: ignore[assignment]
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -371,11 +396,13 @@ def _close_during_a_call(writer: LocalSummaryWriter, log: Callable[[], None], wh
             log()
         except BaseException as error:  # noqa: BLE001 (returned to the test)
             errors.append(error)
+        finally:
+            written.set()
 
     thread = threading.Thread(target=run)
     thread.start()
     assert held.wait(60)
-    writer.close()  # the shared memory is unmapped under the held-up call
+    writer.close()
     go_on.set()
     thread.join(60)
     assert not thread.is_alive()
@@ -410,6 +437,26 @@ def test_calls_off_the_training_loops_way_under_way_while_another_thread_closes_
     assert [(h.step, h.histogram_value.num, h.histogram_value.sum) for h in histograms] == [(1, 10, 45.0)]
     assert scalars(logdir / "add_scalars" / "m" / "a", "m") == [(1, 1.0)]
     assert scalars(logdir / "add_scalars" / "m" / "b", "m") == [(1, 2.0)]
+
+
+def test_a_call_that_writes_after_the_companions_last_reading_at_close_lands_after_it(tmp_path: Path) -> None:
+    calls: dict[str, tuple[str, Callable[[LocalSummaryWriter], None]]] = {
+        "a known tag": ("slots", lambda writer: writer.add_scalar("x", 1.0, 1)),
+        "a new tag": ("runs", lambda writer: writer.add_scalar("y", 1.0, 1)),
+        "an event": ("runs", lambda writer: writer.add_histogram("h", np.arange(10.0), 1)),
+    }
+    errors = {}
+    for name, (where, call) in calls.items():
+        writer = LocalSummaryWriter(str(tmp_path / name))
+        writer.add_scalar("x", 0.0, 0)
+        errors[name] = _close_during_a_call(writer, lambda: call(writer), where,  # noqa: B023 (run at once)
+                                            after_last_reading=True)
+    assert errors == {name: [] for name in calls}
+    logged = {name: accumulate(tmp_path / name).Tags() for name in calls}
+    assert scalars(tmp_path / "a known tag", "x") == [(0, 0.0), (1, 1.0)]
+    assert "y" in logged["a new tag"]["scalars"] and scalars(tmp_path / "a new tag", "y") == [(1, 1.0)]
+    assert "h" in logged["an event"]["histograms"]
+    assert [h.step for h in accumulate(tmp_path / "an event").Histograms("h")] == [1]
 
 
 def test_a_value_put_in_process_while_another_thread_closes_the_writer_lands_after_it(tmp_path: Path) -> None:

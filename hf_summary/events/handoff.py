@@ -20,6 +20,7 @@ import mmap
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,10 +129,12 @@ class SharedEventQueue:
             if type(value) is not float or self._deferred:
                 self._defer(key, value, step or 0, walltime)
                 return
-            self._hand_off_scalar(key, value, step or 0, walltime)
+            seq = self._hand_off_scalar(key, value, step or 0, walltime)
         except (TypeError, ValueError):
             self._raise_if_unmapped()
             raise
+        if seq is not None and self._writer.closing and not self._writer.landed(seq):
+            raise WriterClosed()  # written after the last reading of the ring another thread closed meanwhile
 
     def put_event(self, run: str, event: Event) -> None:
         """Hand one `Event` off, serialized at the call."""
@@ -153,10 +156,12 @@ class SharedEventQueue:
             if self._deferred:
                 self._defer(key, data, 0, 0.0)
                 return
-            self._hand_off_event(key, data)
+            seq = self._hand_off_event(key, data)
         except (TypeError, ValueError):
             self._raise_if_unmapped()
             raise
+        if seq is not None and self._writer.closing and not self._writer.landed(seq):
+            raise WriterClosed()
 
     def _raise_if_unmapped(self) -> None:
         """What a write into the ring raised, if another thread's close() unmapped it under the call (a race that
@@ -222,27 +227,28 @@ class SharedEventQueue:
             while self._deferred and self._deferred_thread is not None and self._deferred_thread.is_alive():
                 self._deferred_wake.wait(1.0)
 
-    def _hand_off_scalar(self, key: int, number: float, step: int, walltime: float) -> None:
+    def _hand_off_scalar(self, key: int, number: float, step: int, walltime: float) -> int | None:
+        """Returns the sequence number of the record in the ring; None if this process wrote it."""
         if self._local is None:
             try:
-                self._writer.put_scalar(key, number, step, walltime)
-                return
+                return self._writer.put_scalar(key, number, step, walltime)
             except RingFull:
                 self.take_over()
         run, tag = self._key_names(key)
         assert self._local is not None
         self._local.put_scalar(run, tag, number, step, walltime)
+        return None
 
-    def _hand_off_event(self, key: int, data: bytes) -> None:
+    def _hand_off_event(self, key: int, data: bytes) -> int | None:
         if self._local is None:
             try:
-                self._writer.put_data(EVENT, key, data)
-                return
+                return self._writer.put_data(EVENT, key, data)
             except RingFull:
                 self.take_over()
         run, _ = self._key_names(key)
         assert self._local is not None
         self._local.put_raw(run, data)
+        return None
 
     def _leave_ring(self) -> None:
         """From now on every scalar takes `put_scalar`, which knows where it goes."""
@@ -293,25 +299,33 @@ class SharedEventQueue:
         if self.closed:
             return
         self._leave_ring()
-        if self._local is None:
-            self._wait_deferred()
-            try:
-                answer = self._link.detach(self._ring_id, self._writer.mark(), timeout)
-            except Exception as error:
-                logger.debug("The companion process is gone (%s): writing the events in this process", error)
-                self.take_over()
-            else:
-                self.closed = True
-                self._memory.close()
-                if answer.get("error"):
-                    logger.error("Could not write TensorBoard events to '%s': %s", self.logdir, answer["error"])
-                return
-        self.closed = True
-        local = self._local
-        assert local is not None
-        self._drain_ring()
-        self._memory.close()
-        local.close(timeout)
+        self._writer.closing = True
+        read: tuple[int | None, Iterable[int]] = (None, ())  # what the ring's last reading read (RingWriter.landed)
+        try:
+            if self._local is None:
+                self._wait_deferred()
+                try:
+                    answer = self._link.detach(self._ring_id, self._writer.mark(), timeout)
+                except Exception as error:
+                    logger.debug("The companion process is gone (%s): writing the events in this process", error)
+                    self.take_over()
+                else:
+                    self.closed = True
+                    read = answer.get("read_below"), answer.get("skipped", ())
+                    if answer.get("error"):
+                        logger.error("Could not write TensorBoard events to '%s': %s", self.logdir, answer["error"])
+                    return
+            self.closed = True
+            local = self._local
+            assert local is not None
+            self._drain_ring()
+            if self._drain is not None:  # None in a forked child, which never writes into the ring
+                read = self._drain.reader.seq, self._drain.reader.skipped
+            local.close(timeout)
+        finally:
+            # `closed` is set first: a write that missed the last reading goes where a call after close() goes.
+            self._writer.last_read(*read)
+            self._memory.close()
 
     def open_files(self) -> list[Path]:
         """The event files still open for appending (as of the last flush); every other one is final."""
@@ -385,6 +399,7 @@ class SharedEventQueue:
         local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix, synchronous=True)
         self.slots = None
         self._local = local
+        self._writer.after_fork_in_child()
         self._lock = threading.RLock()
         self._deferred = deque()
         self._deferred_lock = threading.Lock()

@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -163,14 +163,14 @@ ScalarSlots = tuple[dict[str | None, int], Iterator[int], "RingWriter", Callable
 
 
 def put_in_slot(slots: ScalarSlots, key: int, step: int, wall_time: float, value: float) -> bool:
-    """Write one scalar the training loop's way (see `RingWriter.scalar_slots`); False, with nothing written, if the
-    reader is gone."""
+    """Write one scalar the training loop's way (see `RingWriter.scalar_slots`); False if it did not land: the
+    reader is gone (nothing written), or the ring was closed under the call and its last reading missed it."""
     _, counter, ring, write, memory, mask, first_slot = slots
     seq = next(counter)
     if seq < ring.free_below or ring.has_slot(seq):
         write(memory, first_slot + (seq & mask) * SLOT_SIZE, hash((seq, SCALAR, key, step, wall_time, value)),
               seq, SCALAR, key, step, wall_time, value)
-        return True
+        return not ring.closing or ring.landed(seq)
     return False
 
 
@@ -201,6 +201,12 @@ class RingWriter:
         self._alive = alive
         self._wake = wake
         self._said_full = False
+        # Set by the writer's close() before its last mark: a record written since may come after the last reading
+        # of the ring, so each write checks it after writing (see `landed`).
+        self.closing = False
+        self._read_below: int | None = None
+        self._skipped: frozenset[int] = frozenset()
+        self._last_read = threading.Event()
 
     def scalar_slots(self, keys: dict[str | None, int]) -> ScalarSlots:
         """What a training loop needs to write a float of a tag of `keys` (tag -> key, a dict the caller keeps
@@ -211,13 +217,37 @@ class RingWriter:
         the interpreter's caches, each further call, lookup or object made shows in the step time. The hash is
         `slot_check`'s, whose NaN case those values never meet. When `has_slot` says no (the reader is gone), the
         sequence number stays unwritten, as a thread killed in the middle of a call leaves one, and the value must
-        take the slow way (`put_scalar`, which raises `RingFull`).
+        take the slow way (`put_scalar`, which raises `RingFull`). After the write, a set `closing` asks `landed`.
         """
         return keys, self._counter, self, _SLOT.pack_into, self.memory, self.slots - 1, self._slots_at
 
-    def put_scalar(self, key: int, value: float, step: int, wall_time: float) -> None:
-        """Write one scalar of a defined key, NaN included (off the training loop's path: see `scalar_slots`)."""
-        self._put_slot(SCALAR, key, step, wall_time, value)
+    def after_fork_in_child(self) -> None:
+        """In a forked child, which writes its own events apart: locks a parent's thread held at the fork are let
+        go."""
+        self._data_lock = threading.Lock()
+        self._last_read = threading.Event()
+
+    def put_scalar(self, key: int, value: float, step: int, wall_time: float) -> int:
+        """Write one scalar of a defined key, NaN included (off the training loop's path: see `scalar_slots`);
+        returns its sequence number."""
+        return self._put_slot(SCALAR, key, step, wall_time, value)
+
+    def landed(self, seq: int) -> bool:
+        """Whether the record of `seq` was read, for a write that found `closing` set after writing; waits for the
+        last reading to end.
+
+        Checked after the write, `closing` rules out the race with the close: unset, the write came before the last
+        reading, which reads it. Set, the write may have come after it: then this says whether it did not (False:
+        the caller logs the value again, elsewhere).
+        """
+        self._last_read.wait()
+        return self._read_below is not None and seq < self._read_below and seq not in self._skipped
+
+    def last_read(self, read_below: int | None, skipped: Iterable[int] = ()) -> None:
+        """The ring's last reading ended: every record below `read_below` was read but those `skipped` (None: not
+        known, and no record counts as read)."""
+        self._read_below, self._skipped = read_below, frozenset(skipped)
+        self._last_read.set()
 
     def mark(self) -> int:
         """Write a no-op and return its sequence number: everything put before it has a smaller one."""
@@ -231,8 +261,9 @@ class RingWriter:
                         slot_check(seq, kind, key, step, wall_time, value), seq, kind, key, step, wall_time, value)
         return seq
 
-    def put_data(self, kind: int, key: int, payload: bytes) -> None:
-        """Write a variable record (KEY or EVENT); an event too large for the data ring goes through a spill file."""
+    def put_data(self, kind: int, key: int, payload: bytes) -> int:
+        """Write a variable record (KEY or EVENT), and return its sequence number; an event too large for the data
+        ring goes through a spill file."""
         size = _align(_DATA_HEADER + len(payload))
         if kind == EVENT and size > self.data_size // 2:
             payload = self._spill(payload)
@@ -253,6 +284,7 @@ class RingWriter:
                 self._wait_for_slot(seq)
             self._write_data(pos, seq, kind, key, payload)
             self._data_pos = pos + size
+            return seq
 
     def _write_data(self, pos: int, seq: int, kind: int, key: int, payload: bytes) -> None:
         at = self._data_at + pos % self.data_size

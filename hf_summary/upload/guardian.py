@@ -660,11 +660,14 @@ class _Ring:
                 continue  # a record before the mark is still being written by its thread
             self.requests.remove(request)
             message = f"{type(error).__name__}: {error}" if error is not None else None
+            read: dict[str, Any] = {}
             if request["op"] == "detach":
                 message = self.finish(final=True, waited=True) or message
+                # What the last reading read: a write that came after it is logged again by the writer (landed).
+                read = {"read_below": self.drain.reader.seq, "skipped": sorted(self.drain.reader.skipped)}
             elif request.get("roll_size") and error is None:
                 self.drain.files.roll(int(request["roll_size"]))
-            answer({"req": request["req"], "error": message, "open": self.open_files()})
+            answer({"req": request["req"], "error": message, "open": self.open_files(), **read})
 
     def finish(self, *, final: bool, waited: bool = False) -> str | None:
         """Write everything the ring holds; if `final` (the writer closed, or its process ended), close the files,

@@ -6,7 +6,7 @@ it with SIGKILL. No command is run after the kill: the parent polls its local Hu
 exactly the complete records on disk (no more, none twice), then reads the run back with TensorBoard's loader.
 
 Measured: the time from SIGKILL to the last record on the Hub (median over `--rounds`), the guardian's RSS and CPU
-time while it waits, and what starting a guardian costs the training process (`guardian.watch()`).
+time while it waits, and what starting a guardian costs the training process (`companion.watch()`).
 
 Targets: median SIGKILL -> last record on the Hub <= 10 s (local server); guardian RSS while waiting <= 30 MB.
 
@@ -44,12 +44,11 @@ def child(params: dict[str, Any]) -> None:
     """Log, push once, log more, flush, say `ready`, then keep logging until killed."""
     import numpy as np
 
-    from hf_summary import HFSummaryWriter, UploadSpec
-    from hf_summary.upload import guardian
+    from hf_summary import HFSummaryWriter, UploadSpec, companion
 
     # What a guardian costs the training process: one start and stop, on a logdir of its own.
     t0 = time.perf_counter()
-    probe = guardian.watch(params["logdir"] + "-probe", UploadSpec(params["repo_id"]))
+    probe = companion.watch(params["logdir"] + "-probe", UploadSpec(params["repo_id"]))
     watch_ms = (time.perf_counter() - t0) * 1000
     probe.release()
 
@@ -69,7 +68,7 @@ def child(params: dict[str, Any]) -> None:
     writer.scheduler.trigger().result()
     log(params["steps"])
     writer.flush()
-    print(json.dumps({"guardian_pid": guardian.current_pid(), "watch_ms": watch_ms}), flush=True)
+    print(json.dumps({"guardian_pid": companion.current_pid(), "watch_ms": watch_ms}), flush=True)
     while True:
         log(100)
         time.sleep(0.001)

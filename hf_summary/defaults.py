@@ -15,7 +15,7 @@ BUCKET_PUSH_EVERY = 2.0 / 60  # minutes
 CLOSE_TIMEOUT = 60.0  # seconds close() waits for the final push
 HUB_TIMEOUT = 5.0  # seconds the constructor waits for the Hub before going on locally
 PUSH_TIMEOUT = 120.0  # seconds before a trigger()'s Future fails with PushError, even if the Hub never answers
-CRASH_UPLOAD_TIMEOUT = 300.0  # seconds the guardian retries the push of a run whose process died
+CRASH_UPLOAD_TIMEOUT = 300.0  # seconds the companion retries the push of a run whose process died
 
 # The Hub advises fewer than 100 files per commit over HTTP (a commit times out after 60 s); a backlog goes up in
 # several commits of at most this many files, each recorded as it lands.

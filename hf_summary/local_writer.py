@@ -96,12 +96,12 @@ class LocalSummaryWriter(SummaryWriterBase):
         """The hand-off to the companion process; where there can be none, the in-process queue (said once)."""
         reason: Exception | None = None
         if self._ring_size is not None:
-            from .upload import guardian
+            from . import companion
 
             try:
-                return SharedEventQueue(self.logdir, guardian.companion(), ring_size=self._ring_size,
+                return SharedEventQueue(self.logdir, companion.companion(), ring_size=self._ring_size,
                                         max_queue=self._queue_size, filename_suffix=self.filename_suffix)
-            except guardian.NoCompanionInChild:
+            except companion.NoCompanionInChild:
                 pass  # a writer made in a forked child (a data-loader worker): in-process, as its inherited ones
             except Exception as error:
                 reason = error

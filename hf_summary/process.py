@@ -2,7 +2,7 @@
 
 - the schedules by target (writers of one process pushing to one repo and branch share one, so a sweep makes one
   commit per interval; the sharing is automatic, but here for anyone to see and for tests to reset);
-- the open writers (the exit hook closes them), the live event queues, the guardian link, the current `init()` run,
+- the open writers (the exit hook closes them), the live event queues, the companion link, the current `init()` run,
   the user's request quota as the Hub's answers tell it;
 - the one at-fork hook: a forked child (a data-loader worker) inherits these objects but none of their threads.
 
@@ -31,8 +31,8 @@ class ForkAware(Protocol):
     def after_fork_in_child(self) -> None: ...
 
 
-class GuardianLink(ForkAware, Protocol):
-    """The link to this process's guardian: its lock is held across fork()."""
+class CompanionLink(ForkAware, Protocol):
+    """The link to this process's companion: its lock is held across fork()."""
 
     def before_fork(self) -> None: ...
 
@@ -59,7 +59,7 @@ class ProcessState:
         self.schedules: dict[tuple[Any, ...], Shared] = {}
         self.open_writers: weakref.WeakSet[Any] = weakref.WeakSet()  # not closed yet: the exit hook closes them
         self.live_queues: weakref.WeakSet[Any] = weakref.WeakSet()  # event queues whose files a child writes apart
-        self.guardian: GuardianLink | None = None  # started with the first writer that a crash must not lose
+        self.companion: CompanionLink | None = None  # started with the first writer that a crash must not lose
         self.run: Any = None  # the run of `hf_summary.init()`, which `log()` and `finish()` act on
         self.quota: Any = None  # what the Hub's answers said of the user's request quota (upload/quota.py)
         self.said: set[str] = set()  # notices given once per process
@@ -79,20 +79,20 @@ class ProcessState:
         return cast(S, found)
 
     def _before_fork(self) -> None:
-        if self.guardian is not None:
-            self.guardian.before_fork()
+        if self.companion is not None:
+            self.companion.before_fork()
 
     def _after_fork_in_parent(self) -> None:
-        if self.guardian is not None:
-            self.guardian.after_fork_in_parent()
+        if self.companion is not None:
+            self.companion.after_fork_in_parent()
 
     def _after_fork_in_child(self) -> None:
         self.lock = threading.RLock()  # the parent's may have been held by one of its other threads
         self.schedules.clear()  # the parent's have no thread here: new writers of the child start their own
         for queue in list(self.live_queues):
             queue.after_fork_in_child()
-        if self.guardian is not None:
-            self.guardian.after_fork_in_child()
+        if self.companion is not None:
+            self.companion.after_fork_in_child()
 
 
 STATE = ProcessState()

@@ -16,14 +16,17 @@ from typing import Any
 
 from huggingface_hub import constants
 
-from . import defaults
+from . import companion, defaults
+from .companion import RemoteMember
+from .defaults import RING_SIZE
+from .events.handoff import SharedEventQueue
 from .local_writer import LocalSummaryWriter, default_logdir
 from .process import STATE
 from .upload.errors import BudgetSpent, HubAuthError, describe
 from .upload.hub import is_offline
 from .upload.schedule import ScheduleMember, open_schedule
 from .upload.spec import UploadSpec
-from .upload.uploader import Uploader
+from .upload.uploader import Uploader, default_roll_size
 from .validation import split_handle, validate_arguments
 
 logger = logging.getLogger(__name__)
@@ -67,7 +70,7 @@ class HFSummaryWriter(LocalSummaryWriter):
             Before a scheduled push, the writer reads the repo's recent history (one request); when the budget is
             spent, it waits and carries more in its next commit. None for no budget. Defaults to 60.
         crash_upload: if this process ends without closing the writer (SIGKILL, a crash, `os._exit`, a dead
-            notebook kernel), a small guardian process pushes what is on disk, as `hf-summary sync` would. Not
+            notebook kernel), the companion process pushes what is on disk, as `hf-summary sync` would. Not
             started offline or on ranks other than 0. Defaults to True.
         kwargs: passed to `LocalSummaryWriter` (`ring_size`: bytes of memory shared with the companion process that
             writes the event files, 4 MiB by default; None writes them in a thread of this process) and on to
@@ -146,33 +149,52 @@ class HFSummaryWriter(LocalSummaryWriter):
         spec = self.spec
         # Writers of one process pushing to one repo and branch share a schedule, visible in process.STATE.
         key = (constants.ENDPOINT, spec.repo_type, spec.repo_id, spec.revision, token, uploads)
-        uploader = Uploader(Path(logdir), spec, live=_Live(self))
+        live = _Live(self)
+        uploader = Uploader(Path(logdir), spec, live=live)
 
-        def join() -> ScheduleMember:
+        def join_here() -> ScheduleMember:
             with STATE.lock:
                 schedule = STATE.shared(key, lambda: open_schedule(
                     spec, token=token, every=commit_every, enabled=uploads,
                     max_commits_per_hour=max_commits_per_hour, membership=STATE.lock).start())
                 return schedule.join(uploader, every=commit_every, push_timeout=push_timeout)
 
+        # The companion process pushes where one writes the events: this process then only hands them off. Where
+        # none can (`ring_size=None`, a forked child), or once it ended, the schedule runs in a thread here.
+        in_companion = uploads and kwargs.get("ring_size", RING_SIZE) is not None
+
+        def join() -> ScheduleMember | RemoteMember:
+            member = companion.join(
+                logdir, spec, token, every=commit_every, push_timeout=push_timeout, max_file_size=max_file_size,
+                max_commits_per_hour=max_commits_per_hour, crash=crash_upload, mark=live.push_mark,
+                take_over=join_here) if in_companion else None
+            return member or join_here()
+
         self._join = join  # again when logged to after close(), as tensorboardX reopens its files
-        self.scheduler = join()
+        self.scheduler: ScheduleMember | RemoteMember = join()
         if uploads:
             self._wait_for_hub(hub_timeout)  # raises on a rejected token, before any file is created
         try:
             super().__init__(logdir, queue_size=queue_size, **kwargs)
         except BaseException:
-            self.scheduler.stop()  # a writer that could not start leaves no thread behind
+            self._abandon()  # a writer that could not start leaves no thread or watch behind
             raise
+        if isinstance(self.scheduler, RemoteMember) and not isinstance(self._events, SharedEventQueue):
+            self.scheduler.take_over()  # its events are written here: so are its pushes
         self._owner_pid = os.getpid()
         STATE.open_writers.add(self)
-        # A run whose process dies before close() is pushed by this process's guardian (upload/guardian.py).
-        from .upload import guardian
+        # A run whose process dies before close() is pushed by this process's companion.
+        self._crash_upload = crash_upload and uploads and self.writes_to_disk
 
-        guarded = crash_upload and uploads and self.writes_to_disk
-        self._guard = lambda: guardian.watch(self.logdir, spec, token, max_commits_per_hour=max_commits_per_hour) \
-            if guarded else None
-        self._guardian = self._guard()
+        def guard() -> companion.Watch | None:
+            if isinstance(self.scheduler, RemoteMember):
+                return self.scheduler.watch  # the companion that pushes the logdir watches it
+            if not self._crash_upload:
+                return None
+            return companion.watch(self.logdir, spec, token, max_commits_per_hour=max_commits_per_hour)
+
+        self._guard = guard
+        self._watch = self._guard()
         if push_on_sigterm:
             _push_on_sigterm(weakref.ref(self))
 
@@ -181,7 +203,7 @@ class HFSummaryWriter(LocalSummaryWriter):
     @property
     def repo_id(self) -> str:
         """The repo, as `namespace/name` once the Hub has answered."""
-        return self.scheduler.schedule.name
+        return self.scheduler.name
 
     @property
     def repo_type(self) -> str:
@@ -218,10 +240,10 @@ class HFSummaryWriter(LocalSummaryWriter):
             if os.getpid() == self._owner_pid:
                 done = self._final_push()
                 STATE.open_writers.discard(self)
-                if self._guardian is not None and done:
-                    # A final push the budget held back stays watched: the guardian pushes it when this process
+                if self._watch is not None and done:
+                    # A final push the budget held back stays watched: the companion pushes it when this process
                     # ends. Any other outcome is reported by the log, with the sync command.
-                    self._guardian.release()
+                    self._watch.release()
         finally:
             self._closing = False
 
@@ -232,7 +254,7 @@ class HFSummaryWriter(LocalSummaryWriter):
     # Internals -------------------------------------------------------------------------------------------------------
 
     def _final_push(self) -> bool:
-        """Push what is left; False when the guardian is to push it (the commit budget had no slot in time)."""
+        """Push what is left; False when the companion is to push it (the commit budget had no slot in time)."""
         if not self.scheduler.enabled:
             if not self.scheduler.stopped:
                 self.scheduler.stop()
@@ -243,9 +265,9 @@ class HFSummaryWriter(LocalSummaryWriter):
         try:
             self.scheduler.close(self.close_timeout)
         except BudgetSpent as error:
-            guarded = self._guardian is not None and self._guardian.active
+            guarded = self._crash_upload and self._watch is not None and self._watch.active
             logger.warning("%s. Your logs are safe in '%s'; %supload them with:\n  %s", error.reason, self.logdir,
-                           "the guardian process pushes them once this process ends, or " if guarded else "",
+                           "the companion process pushes them once this process ends, or " if guarded else "",
                            self.sync_command())
             return not guarded
         except Exception as error:
@@ -265,24 +287,27 @@ class HFSummaryWriter(LocalSummaryWriter):
             # Logged to after close(): tensorboardX reopens its event files, and the upload resumes with them, so
             # that the next close() pushes what was logged meanwhile.
             self.scheduler = self._join()
-            self._guardian = self._guard()
+            self._watch = self._guard()
             STATE.open_writers.add(self)
         return writer
 
     def _wait_for_hub(self, timeout: float) -> None:
         """Wait up to `timeout` for the schedule's first contact with the Hub; only a rejected token is an error."""
-        if self.scheduler.schedule.pusher.target.ready:
-            return
         try:
-            self.scheduler.schedule.connected.result(timeout)
+            self.scheduler.connected.result(timeout)
         except concurrent.futures.TimeoutError:
             logger.warning("The Hub did not answer within %.0fs; logging locally, the push will retry.", timeout)
         except HubAuthError:
-            self.scheduler.stop()
+            self._abandon()
             raise
         except Exception as error:
             logger.warning("The Hub cannot be reached (%s); logging locally, the push will retry.", error)
 
+    def _abandon(self) -> None:
+        """Stop the pushes of a writer that could not start, and the companion's watch of its logdir."""
+        self.scheduler.stop()
+        if isinstance(self.scheduler, RemoteMember):
+            self.scheduler.watch.release()
 
 
 class _Live:
@@ -297,7 +322,7 @@ class _Live:
         events = writer._events if writer is not None else None
         if writer is not None and events is not None and not events.closed:
             try:
-                events.flush(roll_size=writer.max_file_size or _default_max_file_size())
+                events.flush(roll_size=writer.max_file_size or default_roll_size())
             except OSError as error:
                 # One run folder that cannot be written (the writer thread logged which) must not keep the others,
                 # and what was logged before, from the Hub.
@@ -307,12 +332,12 @@ class _Live:
         writer = self._writer()
         return writer._open_event_files() if writer is not None else []
 
-
-def _default_max_file_size() -> int:
-    """The roll size of a writer given no `max_file_size`: the default of the path huggingface_hub uploads through."""
-    from huggingface_hub.utils._runtime import is_xet_available  # what `_upload_files` asks; the push imported it
-
-    return defaults.MAX_FILE_SIZE_XET if is_xet_available() else defaults.MAX_FILE_SIZE
+    def push_mark(self) -> tuple[int, int] | None:
+        """The writer's ring and a mark below which everything logged so far lies, for a push that the companion
+        makes; None when this process writes the events (or the writer is gone)."""
+        writer = self._writer()
+        events = writer._events if writer is not None else None
+        return events.push_mark() if isinstance(events, SharedEventQueue) else None
 
 
 def _global_rank() -> int:

@@ -21,7 +21,9 @@ def _our_commits(hub: LocalHub, repo_id: str) -> list[dict]:
 
 
 def test_fifty_writers_share_one_committer(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
-    writers = [HFSummaryWriter(repo_id, logdir=str(tmp_path / f"trial{i:02d}"), commit_every=0.02)
+    # ring_size=None: the schedule runs in this process, where the test can see it (the companion shares its
+    # schedules by target the same way, through its own process.STATE).
+    writers = [HFSummaryWriter(repo_id, logdir=str(tmp_path / f"trial{i:02d}"), commit_every=0.02, ring_size=None)
                for i in range(50)]
     try:
         assert len({id(w.scheduler.schedule) for w in writers}) == 1
@@ -153,14 +155,14 @@ def test_processes_of_one_machine_make_one_commit_per_interval(hub: LocalHub, re
 _ENDING_TRIAL = textwrap.dedent("""
     import sys, time
     from hf_summary import HFSummaryWriter
-    from hf_summary.upload import guardian
+    from hf_summary import companion
     repo_id, logdir, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
     writer = HFSummaryWriter(repo_id, logdir=logdir, commit_every=0.02, max_commits_per_hour=budget,
                              close_timeout=5)  # a push every 1.2 s: the budget is spent long before the end
     for step in range(500):
         writer.add_scalar("score", float(step), step)
         time.sleep(0.01)
-    print(guardian.current_pid(), flush=True)
+    print(companion.current_pid(), flush=True)
     sys.stdin.readline()  # every trial ends together
     writer.close()
 """)
@@ -196,7 +198,7 @@ def test_machines_that_share_nothing_keep_the_commit_budget_final_pushes_include
         assert 1 <= len(_our_commits(hub, repo_id)) <= budget + 1
         # What the final pushes could not send waits with each trial's guardian, which says so in its log.
         for machine, i in trials:
-            log = tmp_path / f"{machine}{i}" / ".hf_summary" / "guardian.log"
+            log = tmp_path / f"{machine}{i}" / ".hf_summary" / "companion.log"
             wait_until(lambda log=log: log.exists() and "is spent: pushing in" in log.read_text(), timeout=120,
                        what=f"{log} to say the guardian waits for the budget")
         assert all(g.is_running() for g in guardians)

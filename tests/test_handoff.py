@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 
-from hf_summary import LocalSummaryWriter
+from hf_summary import LocalSummaryWriter, companion
 from hf_summary.events import files as event_files
 from hf_summary.events.drain import RingDrain
 from hf_summary.events.handoff import SharedEventQueue
@@ -38,7 +38,6 @@ from hf_summary.events.ring import (
 )
 from hf_summary.process import STATE
 from hf_summary.testing import LocalHub
-from hf_summary.upload import guardian
 
 from .helpers import accumulate, download_run, scalars
 
@@ -55,9 +54,9 @@ def test_a_value_logged_just_before_sigkill_reaches_the_hub(hub: LocalHub, repo_
     script = textwrap.dedent("""
         import os, signal, sys, time
         from hf_summary import HFSummaryWriter
-        from hf_summary.upload import guardian
+        from hf_summary import companion
         writer = HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], commit_every=60)
-        print(guardian.current_pid(), flush=True)
+        print(companion.current_pid(), flush=True)
         for step in range(1500):
             writer.add_scalar("v", float(step), step)
             if step == 1499:
@@ -67,8 +66,8 @@ def test_a_value_logged_just_before_sigkill_reaches_the_hub(hub: LocalHub, repo_
     result = subprocess.run([sys.executable, "-c", script, repo_id, str(logdir)], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    companion = psutil.Process(int(result.stdout.split()[0]))
-    companion.wait(timeout=300)  # it writes what was handed off, pushes it, and exits
+    process = psutil.Process(int(result.stdout.split()[0]))
+    process.wait(timeout=300)  # it writes what was handed off, pushes it, and exits
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert scalars(run, "v") == [(step, float(step)) for step in range(1500)]
 
@@ -162,7 +161,7 @@ def test_both_paths_give_tensorboard_the_same_values(tmp_path: Path, caplog: pyt
     def no_companion() -> None:
         raise OSError("processes are forbidden here")
 
-    monkeypatch.setattr(guardian, "companion", no_companion)
+    monkeypatch.setattr(companion, "companion", no_companion)
     monkeypatch.setattr(STATE, "said", set())
     with caplog.at_level(logging.WARNING, logger="hf_summary"):
         for name in ("fallback", "fallback-again"):
@@ -193,9 +192,9 @@ def test_a_companion_killed_mid_run_is_taken_over_without_loss_or_repeat(tmp_pat
     with LocalSummaryWriter(str(logdir)) as writer:
         for step in range(1000):
             writer.add_scalar("x", float(step), step)
-        companion = psutil.Process(guardian.current_pid())
-        companion.kill()
-        companion.wait(timeout=60)
+        process = psutil.Process(companion.current_pid())
+        process.kill()
+        process.wait(timeout=60)
         for step in range(1000, 2000):
             writer.add_scalar("x", float(step), step)
         writer.flush()
@@ -213,9 +212,9 @@ def _companion_dies_with_a_call_under_way(writer: LocalSummaryWriter,
         writer.add_scalar(tag, 0.0, 0)
     held_up = events.slots  # a thread read the ring's slots; then the interpreter ran other threads
     assert held_up is not None
-    companion = psutil.Process(guardian.current_pid())
-    companion.kill()
-    companion.wait(timeout=60)
+    process = psutil.Process(companion.current_pid())
+    process.kill()
+    process.wait(timeout=60)
     events.take_over()  # (or its reaper did, just before: the same)
     return events, held_up
 
@@ -247,8 +246,8 @@ def test_two_calls_under_way_when_the_companion_died_land_in_any_order_and_keep_
 def test_a_writer_made_after_its_companion_died_gets_a_new_one(tmp_path: Path) -> None:
     first = LocalSummaryWriter(str(tmp_path / "first"))
     first.add_scalar("x", 0.0, 0)
-    link = guardian.companion()
-    dead = psutil.Process(guardian.current_pid())
+    link = companion.companion()
+    dead = psutil.Process(companion.current_pid())
     # Holding the link's lock keeps the companion's reaper from noticing its end: the window in which a writer
     # made at once still finds the dead companion's socket.
     with link._lock:
@@ -257,7 +256,7 @@ def test_a_writer_made_after_its_companion_died_gets_a_new_one(tmp_path: Path) -
         with LocalSummaryWriter(str(tmp_path / "second")) as second:
             assert isinstance(second._events, SharedEventQueue)  # not the in-process fallback
             second.add_scalar("y", 1.0, 1)
-        assert guardian.current_pid() not in (None, dead.pid)
+        assert companion.current_pid() not in (None, dead.pid)
     first.close()  # taken over by then: its values were in the ring
     assert scalars(tmp_path / "second", "y") == [(1, 1.0)]
     assert scalars(tmp_path / "first", "x") == [(0, 0.0)]

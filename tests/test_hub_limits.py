@@ -15,8 +15,10 @@ from .helpers import download_run, scalars
 def test_a_folder_the_hub_refuses_costs_only_its_own_run(hub: LocalHub, repo_id: str, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     # A run whose files roll at every push (a tiny max_file_size) fills its folder; the Hub caps folders at 4 entries.
-    crowded = HFSummaryWriter(repo_id, logdir=str(tmp_path / "crowded"), max_file_size=1, crash_upload=False)
-    calm = HFSummaryWriter(repo_id, logdir=str(tmp_path / "calm"), crash_upload=False)
+    # ring_size=None: the schedule in this process, where the test can see that both runs share it.
+    crowded = HFSummaryWriter(repo_id, logdir=str(tmp_path / "crowded"), max_file_size=1, crash_upload=False,
+                              ring_size=None)
+    calm = HFSummaryWriter(repo_id, logdir=str(tmp_path / "calm"), crash_upload=False, ring_size=None)
     assert calm.scheduler.schedule is crowded.scheduler.schedule  # one schedule: every push carries both runs
     hub.set_limits(max_folder_entries=4)
     errors = []

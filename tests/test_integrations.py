@@ -84,8 +84,9 @@ def test_accelerate_tracker_rejects_a_bad_repo_id_at_once(tmp_path: Path) -> Non
 
 def test_init_log_finish_pushes_runs_in_project_group_name_folders(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
     root = tmp_path / "runs"
+    # ring_size=None: the schedule in this process, where the test can see its members.
     first = hf_summary.init("proj", name="baseline", group="sweep", config={"lr": 0.1, "opt": {"name": "sgd"}},
-                            repo_id=repo_id, logdir_root=root, commit_every=60)
+                            repo_id=repo_id, logdir_root=root, commit_every=60, ring_size=None)
     assert first.logdir == root / "proj" / "sweep" / "baseline"
     hf_summary.log({"loss": 0.5, "eval": {"acc": 0.25}, "phase": "warmup"})
     hf_summary.log({"loss": torch.tensor(0.4)})
@@ -93,7 +94,8 @@ def test_init_log_finish_pushes_runs_in_project_group_name_folders(hub: LocalHub
     hf_summary.log({"loss": 0.2})
 
     # A new init finishes the current run (as wandb does): its final push happens here.
-    second = hf_summary.init("proj", name="other", repo_id=repo_id, logdir_root=root, commit_every=60)
+    second = hf_summary.init("proj", name="other", repo_id=repo_id, logdir_root=root, commit_every=60,
+                             ring_size=None)
     # The second run shares the first's committer (same repo): it stays alive for the second run only.
     assert first.finished and first.writer.scheduler.stopped and not second.writer.scheduler.stopped
     assert [u.logdir for u in second.writer.scheduler.schedule.uploaders] == [Path(second.writer.logdir)]

@@ -179,8 +179,9 @@ def hf_threads(grace=5.0):
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("hf_summary-"))
 """
 THREADS = "hf_threads()"
-# One open writer: its committer, and the reaper of the companion process that writes its events (no event thread).
-OPEN = ["hf_summary-committer", "hf_summary-guardian-reaper"]
+# One open writer: the reader and the reaper of the companion process that writes and pushes its events (no event
+# thread, no committer: the companion runs the schedule).
+OPEN = ["hf_summary-companion-reader", "hf_summary-companion-reaper"]
 
 
 # The example notebook, top to bottom ----------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def test_rerunning_the_cell_sends_both_runs_once(kernel: Kernel, hub: LocalHub, 
     for expected in ("0", "1"):
         outputs = kernel.run(cell)
         assert text(outputs).strip() == expected and not text(outputs, "stderr"), outputs
-        # While open: the writer's thread and the companion's reaper; closed: none (the companion exited too).
+        # While open: the companion's reader and reaper; closed: none (the companion exited too).
         assert kernel.value("threads") == OPEN
         assert kernel.value(THREADS) == []
     want = sorted((step, float(run * 100 + step)) for run in (0, 1) for step in range(20))
@@ -319,7 +320,7 @@ def test_restarting_the_kernel_without_close_loses_nothing(jupyter: str, hub: Lo
         steps = wait_until(lambda: hub_steps(hub, repo_id, "tensorboard/forgotten", "loss", tmp_path / "download"),
                            timeout=60, what="the run pushed after the kernel restart")
         assert steps == list(range(50))
-        log = logdir / ".hf_summary" / "guardian.log"
+        log = logdir / ".hf_summary" / "companion.log"
         if now:
             wait_until(lambda: log.exists() and "Pushed" in log.read_text(), timeout=30,
                        what="guardian.log saying it pushed")
@@ -335,9 +336,8 @@ def test_restarting_the_kernel_without_close_loses_nothing(jupyter: str, hub: Lo
 def test_a_slow_final_push_shows_a_widget_not_carriage_returns(kernel: Kernel, hub: LocalHub, repo_id: str,
                                                                tmp_path: Path, widgets: bool) -> None:
     """With ipywidgets: a widget while the final push runs. Without: tqdm.auto falls back to its terminal bar, which
-    is off where stderr is not a terminal (a kernel's): nothing shows, and certainly no raw `\\r` lines. (The
-    "TqdmWarning: IProgress not found" a kernel without ipywidgets prints comes from huggingface_hub's own import of
-    tqdm.auto, in the cell that creates the writer, not from the push.)"""
+    is off where stderr is not a terminal (a kernel's): nothing shows, and certainly no raw `\\r` lines, nor tqdm's
+    "IProgress not found" warning (the push runs in the companion: the kernel imports tqdm.auto only for this bar)."""
     logdir = tmp_path / "runs" / "slow"
     if not widgets:
         kernel.run("import sys; sys.modules['ipywidgets'] = None  # as if not installed")

@@ -267,15 +267,21 @@ def _blocked_signals(thread: threading.Thread) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
 
 
-def test_background_threads_leave_signals_to_the_main_thread(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+@pytest.mark.parametrize("host", ["companion", "in-process"])
+def test_background_threads_leave_signals_to_the_main_thread(hub: LocalHub, repo_id: str, logdir: Path,
+                                                             host: str) -> None:
     # A SIGTERM the kernel hands to one of our threads would never wake a main thread blocked in a read, and
-    # push_on_sigterm (or the user's own handler) would not run: our threads block the asynchronous signals.
-    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, push_timeout=60) as writer:
+    # push_on_sigterm (or the user's own handler) would not run: our threads block the asynchronous signals. The
+    # companion runs the pushes; without it (ring_size=None) the schedule's threads are this process's.
+    ring_size = {} if host == "companion" else {"ring_size": None}
+    with HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60, push_timeout=60, **ring_size) as writer:
         hub.set_faults(latency=1.0)
-        pending = writer.scheduler.trigger()  # starts the push's deadline timer thread
+        pending = writer.scheduler.trigger()  # starts the push's deadline timer thread, where the push runs
         ours = [t for t in threading.enumerate() if t.name.startswith("hf_summary-")]
         names = {t.name for t in ours}
-        assert {"hf_summary-committer", "hf_summary-guardian-reaper", "hf_summary-push-deadline"} <= names
+        expected = {"hf_summary-companion-reader", "hf_summary-companion-reaper"} if host == "companion" else \
+            {"hf_summary-committer", "hf_summary-push-deadline"}
+        assert expected <= names
         for thread in ours:
             mask = _blocked_signals(thread)
             assert all(mask >> (sig - 1) & 1 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)), thread.name
@@ -296,7 +302,9 @@ def test_a_commit_quota_spent_for_a_minute_is_waited_for_not_hammered(hub: Local
 
     monkeypatch.setattr(pusher, "RetryPolicy", functools.partial(RetryPolicy, cap=3.0))
     window = 10.0  # a Hub answering 429 for longer than the cap
-    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=0.02, close_timeout=120)  # every 1.2 s
+    # The schedule in this process (ring_size=None), where the patched policy is.
+    writer = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=0.02, close_timeout=120,  # every 1.2 s
+                             ring_size=None)
     assert writer.scheduler.schedule.pusher.retry.cap == 3.0
     try:
         writer.add_scalar("loss", 0.0, 0)

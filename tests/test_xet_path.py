@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from hf_summary import companion
 from hf_summary.events.records import scan_records
 from hf_summary.testing import LocalHub
-from hf_summary.upload import guardian
 
 from .helpers import SIZE_GUIDANCE, download_run, wait_until
 
@@ -292,7 +292,7 @@ def test_background_pushes_print_nothing(xet_hub: LocalHub, tmp_path: Path, term
 _KILLED = textwrap.dedent("""
     import sys, time
     from hf_summary import HFSummaryWriter
-    from hf_summary.upload import guardian
+    from hf_summary import companion
 
     repo_id, logdir = sys.argv[1:3]
     writer = HFSummaryWriter(repo_id, logdir=logdir, commit_every=60, max_file_size=50_000)
@@ -308,7 +308,7 @@ _KILLED = textwrap.dedent("""
     writer.scheduler.trigger().result()  # the live run's only push: commit_every is an hour
     log(2000)
     writer.flush()
-    print("ready", guardian.current_pid(), flush=True)
+    print("ready", companion.current_pid(), flush=True)
     while True:  # killed while logging: the last record on disk may be half-written
         log(100)
         time.sleep(0.001)
@@ -333,7 +333,7 @@ def test_a_killed_runs_tail_arrives_through_xet(xet_hub: LocalHub, tmp_path: Pat
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
-    log_file = logdir / ".hf_summary" / guardian.LOG_NAME
+    log_file = logdir / ".hf_summary" / companion.LOG_NAME
     wait_until(lambda: log_file.exists() and "Pushed" in log_file.read_text(), timeout=120,
                what="the guardian's push recorded")
     assert_disk_is_on_hub(xet_hub, repo_id, logdir)

@@ -1,7 +1,7 @@
 """The hand-off: the training process puts each event into memory it shares with its companion process, and that is
 all it does with it.
 
-The companion (the process's guardian, upload/guardian.py) reads the ring (ring.py), encodes, frames and writes the
+The companion process (companion/) reads the ring (ring.py), encodes, frames and writes the
 event files (drain.py). A value is safe the moment the call returns: if the training process is killed, the
 companion still reads it from the shared memory, writes it and pushes it. `flush()` puts a mark in the ring and asks
 the companion to write everything before it; the answer lists the files it still appends to.
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 class CompanionLink(Protocol):
-    """The companion process, as the hand-off sees it (`upload.guardian._Client`)."""
+    """The companion process, as the hand-off sees it (`companion.client._Client`)."""
 
     def attach(self, fd: int, message: dict[str, Any], on_exit: Any, timeout: float = ...) -> tuple[int, dict]: ...
 
@@ -293,6 +293,14 @@ class SharedEventQueue:
         assert local is not None
         self._drain_ring()
         return local.flush(roll_size, timeout)
+
+    def push_mark(self) -> tuple[int, int] | None:
+        """The ring and a mark in it below which lies everything logged so far, for a push that the companion makes
+        (it writes them first); None when this process writes the events."""
+        if self._local is not None or self.closed:
+            return None
+        self._wait_deferred()
+        return self._ring_id, self._writer.mark()
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything, close the files (fsynced) and let the companion go."""

@@ -80,7 +80,7 @@ class PushError(Exception):
 
 
 class BudgetSpent(PushError):
-    """A final push the commit budget could not take within its time limit: the guardian process pushes it later."""
+    """A final push the commit budget could not take within its time limit: the companion process pushes it later."""
 
 
 class PartlySent(ConnectionError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
+import warnings
 from concurrent.futures import Future
 from typing import Any
 
@@ -55,7 +56,13 @@ class FinalPushProgress:
                     if future.done() or left <= _SLICE:  # the push's own error, or the time is up
                         raise
                     if bar is None and time.monotonic() - start >= self.quiet_for:
-                        from tqdm.auto import tqdm
+                        from tqdm import TqdmWarning
+
+                        with warnings.catch_warnings():
+                            # A kernel without ipywidgets: tqdm.auto warns at import, then draws no bar where
+                            # stderr is not a terminal. Nothing to tell the user about a final push.
+                            warnings.simplefilter("ignore", TqdmWarning)
+                            from tqdm.auto import tqdm
 
                         self.shown = True
                         # disable=None: no bar where nobody sees one (output redirected to a log file), a widget in

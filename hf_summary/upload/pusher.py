@@ -1,6 +1,6 @@
 """One push, no thread: plan → send → record, for a set of logdirs, retrying until a deadline.
 
-Every front door pushes through a `Pusher`: the writer's schedule, `hf-summary sync`, `watch` and the guardian. It
+Every front door pushes through a `Pusher`: the writer's schedule, `hf-summary sync`, `watch` and the companion. It
 knows nothing of time between pushes (that is the schedule's) nor of what a destination allows (that is the
 target's): it locks each logdir's upload state, plans what changed, sends it in requests the target has room for,
 and records each request as it lands, so that an interruption resumes after the last one.

@@ -2,7 +2,7 @@
 
 It answers two questions with one backoff: the delay between attempts inside a push, and the delay before the next
 push after a push that failed. Every push uses it: the schedule of a live run, `hf-summary sync`, `watch` and the
-guardian.
+companion.
 """
 
 from __future__ import annotations

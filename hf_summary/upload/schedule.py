@@ -7,7 +7,7 @@ A push happens every interval (the shortest any member asked for, widened by the
 once on `trigger()`, sooner than the interval after a failed push (the retry policy's backoff), and not before the
 target's budget allows. Its clock and its way of waiting are passed in, so that tests drive the schedule without a
 server and without real sleeps. One loop serves a live run (`run()`, on the schedule's thread) and a one-off push
-that retries until it lands or its deadline passes (`run(once=True)`: `hf-summary sync`, the guardian).
+that retries until it lands or its deadline passes (`run(once=True)`: `hf-summary sync`, the companion's last push).
 """
 
 from __future__ import annotations
@@ -197,9 +197,7 @@ class Schedule:
         """
         with self._lock:
             if self._owner != os.getpid():
-                return _failed(SchedulerStopped(
-                    f"This writer's uploads belong to process {self._owner}, and this is a forked child of it: the "
-                    "parent pushes what this process logs to its files; or create a new HFSummaryWriter here."))
+                return _failed(forked_child_error(self._owner))
             if self._stop.is_set():
                 return _failed(SchedulerStopped("The writer's pushes are stopped; use `hf-summary sync` to push."))
             if self._request is None:
@@ -365,7 +363,7 @@ class Schedule:
     def hurry(self, deadline: float) -> None:
         """Make a one-off push go now, whatever the budget, retrying until `deadline` at the latest.
 
-        Safe in a signal handler (the guardian's SIGTERM: the process is about to be killed, and what it holds is
+        Safe in a signal handler (the companion's SIGTERM: the process is about to be killed, and what it holds is
         worth more than the budget); the handler's wake-up of the loop's wait is the caller's.
         """
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
@@ -399,7 +397,7 @@ class Schedule:
                     self._request = None
             _settle(request.future, error=BudgetSpent(
                 f"The commit budget of {self.name} is spent for {hold:.0f}s more, past this push's time limit; the "
-                "guardian process pushes what is left when a slot frees", self.sync_command()))
+                "companion process pushes what is left when a slot frees", self.sync_command()))
         return True
 
     def _connect(self) -> None:
@@ -480,7 +478,7 @@ def open_schedule(spec: UploadSpec, *, token: str | None = None, every: float = 
         machine: take turns with the other processes of this machine that push to the repo.
         retry: the retry policy; the default one if None.
         membership: the lock under which writers join and leave (the process's).
-        wait: how the loop waits (the guardian's wakes on SIGTERM).
+        wait: how the loop waits (the companion's wakes on SIGTERM).
     """
     from huggingface_hub import constants
 
@@ -526,6 +524,16 @@ class ScheduleMember:
     def alive(self) -> bool:
         """Whether the schedule's thread is running (it may still serve other writers after this one left)."""
         return self.schedule.alive
+
+    @property
+    def name(self) -> str:
+        """The target, as `namespace/name` once the Hub has answered."""
+        return self.schedule.name
+
+    @property
+    def connected(self) -> Future:
+        """The schedule's first contact with the Hub: the target's full name, or what stopped it."""
+        return self.schedule.connected
 
     @property
     def last_future(self) -> Future | None:
@@ -580,6 +588,13 @@ class ScheduleMember:
             return progress.wait(future, timeout + 5)
         finally:
             self.stop(timeout=1.0)
+
+
+def forked_child_error(owner: int) -> SchedulerStopped:
+    """What a push asked for in a forked child of the process that runs the writer's pushes is answered with."""
+    return SchedulerStopped(
+        f"This writer's uploads belong to process {owner}, and this is a forked child of it: the parent pushes what "
+        "this process logs to its files; or create a new HFSummaryWriter here.")
 
 
 def _failed(error: BaseException) -> Future:

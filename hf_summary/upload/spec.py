@@ -108,7 +108,7 @@ class UploadSpec:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The spec as JSON values: the form the guardian's messages and the machine registry store."""
+        """The spec as JSON values: the form the companion's messages and the machine registry store."""
         fields = asdict(self)
         for key in ("allow_patterns", "ignore_patterns"):
             if fields[key] is not None:

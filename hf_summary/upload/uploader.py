@@ -148,6 +148,15 @@ class Batch:
             self.uploader._committed()
 
 
+def default_roll_size() -> int:
+    """The roll size of a writer given no `max_file_size`: the default of the path huggingface_hub uploads through."""
+    from huggingface_hub.utils._runtime import is_xet_available  # what `_upload_files` asks; the push imported it
+
+    from .. import defaults
+
+    return defaults.MAX_FILE_SIZE_XET if is_xet_available() else defaults.MAX_FILE_SIZE
+
+
 def default_ignore_patterns(extra: tuple[str, ...] | list[str] | str | None) -> list[str]:
     """The user's ignore patterns plus huggingface_hub's defaults and our state folder."""
     from huggingface_hub.hf_api import DEFAULT_IGNORE_PATTERNS

@@ -1,9 +1,9 @@
-"""The guardian process: runs whose process dies without closing its writer still reach the Hub, with no command.
+"""The companion process: runs whose process dies without closing its writer still reach the Hub, with no command.
 
 Every case runs a real training process (a child of the test) against the session's local Hub, and waits on the
 server for a condition, with a generous bound, never on a fixed sleep. This sandbox's PID 1 does not reap orphans:
-a guardian that outlived its training process ends as a zombie of PID 1 here, which is why those cases accept a
-zombie as "exited". While the training process lives, it reaps the guardian itself, and that is checked strictly.
+a companion that outlived its training process ends as a zombie of PID 1 here, which is why those cases accept a
+zombie as "exited". While the training process lives, it reaps the companion itself, and that is checked strictly.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from hf_summary import HFSummaryWriter, LocalSummaryWriter, UploadSpec
+from hf_summary import HFSummaryWriter, LocalSummaryWriter, UploadSpec, companion
 from hf_summary.events.records import scan_records
 from hf_summary.testing import LocalHub
-from hf_summary.upload import guardian
 from hf_summary.upload.uploader import Uploader
 
 from .helpers import accumulate, download_run, wait_until
@@ -31,13 +30,13 @@ from .helpers import accumulate, download_run, wait_until
 # The companion process's own life is checked here: no companion shared by the module (conftest.py).
 OWN_COMPANION = True
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the guardian needs POSIX processes")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the companion needs POSIX processes")
 
 _TRAINING = textwrap.dedent("""
     import os, resource, signal, sys, time
     import numpy as np
     from hf_summary import HFSummaryWriter
-    from hf_summary.upload import guardian
+    from hf_summary import companion
 
     repo_id, logdir, end = sys.argv[1:4]
     writer = HFSummaryWriter(repo_id, logdir=logdir, commit_every=60, max_file_size=20_000)
@@ -60,7 +59,7 @@ _TRAINING = textwrap.dedent("""
         pid = os.fork()
         if pid == 0:
             writer.close()  # an inherited writer: its final push and its release are the parent's
-            ok = not guardian.watch(logdir, writer.spec).active and guardian.current_pid() is None
+            ok = not companion.watch(logdir, writer.spec).active and companion.current_pid() is None
             sys.exit(0 if ok else 3)  # a normal exit: the exit hooks run
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
         log(1000)
@@ -70,7 +69,7 @@ _TRAINING = textwrap.dedent("""
             time.sleep(600)  # a DataLoader worker that outlives its parent for a while
             os._exit(0)
     writer.flush()
-    print("ready", guardian.current_pid(), forked, flush=True)
+    print("ready", companion.current_pid(), forked, flush=True)
     if end == "segv":
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.kill(os.getpid(), signal.SIGSEGV)
@@ -98,7 +97,7 @@ class _Training:
         assert self.proc.stdout is not None
         words = self.proc.stdout.readline().split()
         assert words and words[0] == "ready", self.stderr.read_text()
-        self.guardian_pid, self.forked_pid = int(words[1]), int(words[2])
+        self.companion_pid, self.forked_pid = int(words[1]), int(words[2])
 
     def stop(self) -> None:
         for pid in (self.proc.pid, self.forked_pid):
@@ -146,10 +145,10 @@ def _our_commits(hub: LocalHub, repo_id: str) -> int:
 
 def _check_run_complete(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path) -> int:
     """Check the run read back from the Hub; return its number of steps."""
-    log_file = logdir / ".hf_summary" / guardian.LOG_NAME
-    # The commit is visible before the guardian has confirmed it on the branch, recorded it and said so.
+    log_file = logdir / ".hf_summary" / companion.LOG_NAME
+    # The commit is visible before the companion has confirmed it on the branch, recorded it and said so.
     wait_until(lambda: log_file.exists() and "Pushed" in log_file.read_text(),
-               timeout=60, what="the guardian's push recorded")
+               timeout=60, what="the companion's push recorded")
     acc = accumulate(download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl"))
     steps = [e.step for e in acc.Scalars("loss")]
     assert steps == list(range(len(steps))) and len(steps) >= 2000  # every step once, in order
@@ -157,14 +156,14 @@ def _check_run_complete(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Pat
     # A kill may fall between the last step's scalar and its histogram, logged just after it.
     assert histograms == expected or (histograms == expected[:-1] and expected[-1] == steps[-1])
     assert Uploader(logdir, UploadSpec(repo_id)).pending() == []  # what `hf-summary status` reads: nothing left
-    log = (logdir / ".hf_summary" / guardian.LOG_NAME).read_text()
+    log = (logdir / ".hf_summary" / companion.LOG_NAME).read_text()
     assert "Pushed" in log and f"hf-summary sync {logdir} {repo_id}" in log and hub.token not in log
-    assert _our_commits(hub, repo_id) == 2  # the live run's one push, then the guardian's
+    assert _our_commits(hub, repo_id) == 2  # the live run's one push, then the companion's
     return len(steps)
 
 
 @pytest.mark.parametrize("end", ["kill", "segv", "exit"])
-def test_a_dead_training_process_is_pushed_by_its_guardian(hub: LocalHub, repo_id: str, logdir: Path,
+def test_a_dead_training_process_is_pushed_by_its_companion(hub: LocalHub, repo_id: str, logdir: Path,
                                                            tmp_path: Path, training: Callable[[str], _Training],
                                                            end: str) -> None:
     run = training(end)
@@ -175,16 +174,16 @@ def test_a_dead_training_process_is_pushed_by_its_guardian(hub: LocalHub, repo_i
     wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir),
                timeout=60, what="the records on disk at the death on the Hub")
     _check_run_complete(hub, repo_id, logdir, tmp_path)
-    wait_until(lambda: _exited(run.guardian_pid), timeout=30, what="the guardian exits after its push")
+    wait_until(lambda: _exited(run.companion_pid), timeout=30, what="the companion exits after its push")
 
 
 def test_a_forked_child_exiting_does_not_end_the_watch(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
                                                        training: Callable[[str], _Training]) -> None:
     run = training("fork-exits")  # the child closed its inherited writer and exited before `ready`
-    assert not _exited(run.guardian_pid)
+    assert not _exited(run.companion_pid)
     run.proc.send_signal(signal.SIGKILL)
     run.proc.wait(timeout=30)
-    # Steps logged after the child exited are there: the guardian still watched, and had not pushed early.
+    # Steps logged after the child exited are there: the companion still watched, and had not pushed early.
     wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir),
                timeout=60, what="the records on disk at the death on the Hub")
     assert _check_run_complete(hub, repo_id, logdir, tmp_path) == 3000
@@ -198,20 +197,20 @@ def test_the_parent_dying_while_a_forked_child_lives_is_pushed(hub: LocalHub, re
     run.proc.wait(timeout=30)
     wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir),
                timeout=60, what="the records on disk at the death on the Hub")
-    assert not _exited(run.forked_pid)  # the forked child does not hold the guardian's socket open
+    assert not _exited(run.forked_pid)  # the forked child does not hold the companion's socket open
     _check_run_complete(hub, repo_id, logdir, tmp_path)
 
 
-def test_sigterm_to_the_guardian_pushes_at_once(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
+def test_sigterm_to_the_companion_pushes_at_once(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
                                                 training: Callable[[str], _Training]) -> None:
     run = training("wait")
-    os.kill(run.guardian_pid, signal.SIGTERM)
+    os.kill(run.companion_pid, signal.SIGTERM)
     # The training process lives (it waits on its stdin): the push it does not see is SIGTERM's.
     wait_until(lambda: _disk_is_on_hub(hub, repo_id, logdir), timeout=60, what="the push made on SIGTERM")
-    # The training process lives on, and reaps its guardian: gone, not a zombie.
-    wait_until(lambda: not psutil.pid_exists(run.guardian_pid), timeout=30, what="the guardian exits and is reaped")
+    # The training process lives on, and reaps its companion: gone, not a zombie.
+    wait_until(lambda: not psutil.pid_exists(run.companion_pid), timeout=30, what="the companion exits and is reaped")
     assert run.proc.poll() is None
-    assert "received SIGTERM" in (logdir / ".hf_summary" / guardian.LOG_NAME).read_text()
+    assert "received SIGTERM" in (logdir / ".hf_summary" / companion.LOG_NAME).read_text()
     assert run.proc.stdin is not None
     run.proc.stdin.close()  # the training process closes its writer: nothing left to push, no error
     assert run.proc.wait(timeout=60) == 0
@@ -221,12 +220,12 @@ def test_sigterm_to_the_guardian_pushes_at_once(hub: LocalHub, repo_id: str, log
 _UNFINISHED = textwrap.dedent("""
     import os, sys
     from hf_summary import LocalSummaryWriter, UploadSpec
-    from hf_summary.upload import guardian
+    from hf_summary import companion
     with LocalSummaryWriter(sys.argv[2]) as writer:
         for step in range(100):
             writer.add_scalar("loss", float(step), step)
-    guardian.watch(sys.argv[2], UploadSpec(sys.argv[1]), timeout=3)
-    print(guardian.current_pid(), flush=True)
+    companion.watch(sys.argv[2], UploadSpec(sys.argv[1]), timeout=3)
+    print(companion.current_pid(), flush=True)
     os._exit(1)
 """)
 
@@ -235,10 +234,10 @@ def test_a_push_that_cannot_finish_leaves_the_sync_command(hub: LocalHub, repo_i
     hub.set_faults(1.0, kinds=("503",))
     out = subprocess.run([sys.executable, "-c", _UNFINISHED, repo_id, str(logdir)], capture_output=True, text=True,
                          timeout=120).stdout
-    log = logdir / ".hf_summary" / guardian.LOG_NAME
+    log = logdir / ".hf_summary" / companion.LOG_NAME
     wait_until(lambda: log.exists() and "Could not push" in log.read_text(),
-               timeout=60, what="the guardian gives up, bounded")
-    wait_until(lambda: _exited(int(out)), timeout=30, what="the guardian exits after giving up")
+               timeout=60, what="the companion gives up, bounded")
+    wait_until(lambda: _exited(int(out)), timeout=30, what="the companion exits after giving up")
     command = f"hf-summary sync {logdir} {repo_id}"
     assert command in log.read_text().split("Could not push")[1]
     hub.clear_faults()
@@ -248,66 +247,66 @@ def test_a_push_that_cannot_finish_leaves_the_sync_command(hub: LocalHub, repo_i
     assert _disk_is_on_hub(hub, repo_id, logdir)
 
 
-def _our_guardians() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children() if "hf_summary.upload.guardian" in " ".join(p.cmdline())]
+def _our_companions() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children() if "hf_summary.companion" in " ".join(p.cmdline())]
 
 
-def test_one_guardian_per_process_gone_after_a_clean_close(hub: LocalHub, repo_id: str, logdir: Path,
+def test_one_companion_per_process_gone_after_a_clean_close(hub: LocalHub, repo_id: str, logdir: Path,
                                                            tmp_path: Path) -> None:
-    assert guardian.current_pid() is None
+    assert companion.current_pid() is None
     first = HFSummaryWriter(repo_id, logdir=str(logdir), commit_every=60)
-    pid = guardian.current_pid()
-    assert pid is not None and [p.pid for p in _our_guardians()] == [pid]
+    pid = companion.current_pid()
+    assert pid is not None and [p.pid for p in _our_companions()] == [pid]
     process = psutil.Process(pid)
     assert os.getsid(pid) == pid  # a session of its own: a kernel restart's killpg does not reach it
-    assert process.memory_info().rss < 30 * 1024 * 1024
+    assert process.memory_info().rss < 100 * 1024 * 1024  # it runs the pushes: huggingface_hub is loaded
     # The token went over the socket: not in its command line, nor in its environment.
     assert all(hub.token not in text for text in [*process.cmdline(), *process.environ().values()])
     second = HFSummaryWriter(repo_id, logdir=str(tmp_path / "run2"), commit_every=60)
-    assert guardian.current_pid() == pid  # one guardian whatever the number of writers
+    assert companion.current_pid() == pid  # one companion whatever the number of writers
     second.close()
-    assert guardian.current_pid() == pid and process.status() != psutil.STATUS_ZOMBIE
+    assert companion.current_pid() == pid and process.status() != psutil.STATUS_ZOMBIE
     first.add_scalar("loss", 1.0, 0)
     first.close()
-    assert guardian.current_pid() is None
+    assert companion.current_pid() is None
     assert not psutil.pid_exists(pid)  # exited and reaped before close() returned: gone, not a zombie
-    assert not (logdir / ".hf_summary" / guardian.LOG_NAME).exists()  # it had nothing to do
+    assert not (logdir / ".hf_summary" / companion.LOG_NAME).exists()  # it had nothing to do
 
 
 @pytest.mark.parametrize("case", ["no-crash-upload", "rank-1"])
-def test_no_guardian_when_not_asked_or_not_rank_0(hub: LocalHub, repo_id: str, logdir: Path, case: str,
+def test_no_companion_when_not_asked_or_not_rank_0(hub: LocalHub, repo_id: str, logdir: Path, case: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     if case == "rank-1":
         monkeypatch.setenv("RANK", "1")
     with HFSummaryWriter(repo_id, logdir=str(logdir), crash_upload=case != "no-crash-upload") as writer:
         writer.add_scalar("loss", 1.0, 0)
-        assert writer._guardian is None or not writer._guardian.active  # nothing watched: a crash pushes nothing
+        assert not writer._crash_upload  # a crash pushes nothing
         # The companion writes the events; rank 1 writes none (other_ranks="skip"): no process at all.
-        assert [p.pid for p in _our_guardians()] == ([] if case == "rank-1" else [guardian.current_pid()])
+        assert [p.pid for p in _our_companions()] == ([] if case == "rank-1" else [companion.current_pid()])
     with HFSummaryWriter(repo_id, logdir=str(logdir), crash_upload=case != "no-crash-upload",
                          ring_size=None) as writer:  # events written in-process: no process at all
         writer.add_scalar("loss", 1.0, 1)
-        assert guardian.current_pid() is None and _our_guardians() == []
+        assert companion.current_pid() is None and _our_companions() == []
 
 
-def test_no_guardian_offline(hub: LocalHub, repo_id: str, logdir: Path) -> None:
+def test_no_companion_offline(hub: LocalHub, repo_id: str, logdir: Path) -> None:
     script = textwrap.dedent("""
         import sys, psutil
         from hf_summary import HFSummaryWriter
-        from hf_summary.upload import guardian
+        from hf_summary import companion
         with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2], ring_size=None) as writer:
             writer.add_scalar("loss", 1.0, 0)
-            print(guardian.current_pid(), len(psutil.Process().children()))
+            print(companion.current_pid(), len(psutil.Process().children()))
         with HFSummaryWriter(sys.argv[1], logdir=sys.argv[2]) as writer:  # the companion writes the events
             writer.add_scalar("loss", 1.0, 1)
-            print(writer._guardian is None, len(psutil.Process().children()))
+            print(writer._watch is None, len(psutil.Process().children()))
     """)
     result = subprocess.run([sys.executable, "-c", script, repo_id, str(logdir)], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
     assert result.stdout.split() == ["None", "0", "True", "1"]
 
 
-# Loaded in every Python process started with its folder first on PYTHONPATH (the guardian inherits the training
+# Loaded in every Python process started with its folder first on PYTHONPATH (the companion inherits the training
 # process's PYTHONPATH): records the top-level modules the process holds each time it waits in select(), and at exit.
 _MODULES_REPORT = textwrap.dedent("""
     import atexit, json, os, select, sys
@@ -328,7 +327,7 @@ _MODULES_REPORT = textwrap.dedent("""
 """)
 
 
-def test_waiting_guardian_imports_nothing_heavy(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
+def test_waiting_companion_imports_nothing_heavy(hub: LocalHub, repo_id: str, logdir: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub.utils import get_session
 
@@ -342,10 +341,10 @@ def test_waiting_guardian_imports_nothing_heavy(hub: LocalHub, repo_id: str, log
     (site_dir / "sitecustomize.py").write_text(_MODULES_REPORT)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site_dir), os.environ.get("PYTHONPATH")) if p))
     monkeypatch.setenv("HF_SUMMARY_TEST_REPORT", str(reports))
-    assert guardian.current_pid() is None
-    handle = guardian.watch(logdir, UploadSpec(repo_id))  # the way a writer starts its guardian, told one logdir
+    assert companion.current_pid() is None
+    handle = companion.watch(logdir, UploadSpec(repo_id))  # the way a writer starts its companion, told one logdir
     try:
-        pid = guardian.current_pid()
+        pid = companion.current_pid()
         assert handle.active and pid is not None
         report = reports / f"{pid}.jsonl"
 
@@ -353,19 +352,19 @@ def test_waiting_guardian_imports_nothing_heavy(hub: LocalHub, repo_id: str, log
             return [json.loads(line) for line in report.read_text().splitlines()] if report.exists() else []
 
         # select() is called once before anything is read, and again after each read: the second call is the
-        # guardian waiting with the logdir watched (and the training process alive: it is this one).
+        # companion waiting with the logdir watched (and the training process alive: it is this one).
         waits = wait_until(lambda: [e for e in entries() if e["event"] == "wait"][1:], timeout=60,
-                           what="the guardian waiting again after reading the watch")
+                           what="the companion waiting again after reading the watch")
         assert all(e["event"] == "wait" for e in entries())  # it only waited: no push, no exit yet
         for entry in waits:
-            assert "hf_summary" in entry["modules"]  # the report sees the guardian's own imports
+            assert "hf_summary" in entry["modules"]  # the report sees the companion's own imports
             assert not heavy & set(entry["modules"]), sorted(heavy & set(entry["modules"]))
         # The names checked are the ones a push loads: SIGTERM makes it push now, and it exits after the push.
         os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: any(e["event"] == "exit" for e in entries()), timeout=120, what="the guardian's exit")
+        wait_until(lambda: any(e["event"] == "exit" for e in entries()), timeout=120, what="the companion's exit")
         assert _disk_is_on_hub(hub, repo_id, logdir)
         (at_exit,) = [e["modules"] for e in entries() if e["event"] == "exit"]
         assert {"huggingface_hub", http_stack} <= set(at_exit), at_exit
     finally:
-        handle.release()  # the guardian is gone: nothing to tell, no error
-    assert guardian.current_pid() is None
+        handle.release()  # the companion is gone: nothing to tell, no error
+    assert companion.current_pid() is None

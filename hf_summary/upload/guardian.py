@@ -639,7 +639,7 @@ class _Ring:
         from ..events.ring import RingReader, open_ring
 
         self.drain = RingDrain(RingReader(open_ring(fd)), Path(message["logdir"]), message.get("suffix") or "",
-                               message.get("pid"))
+                               message.get("pid"), hold_size=message.get("hold_size"))
         self.requests: list[dict[str, Any]] = []  # flushes and the detach, waiting for their records
         self.detached = False
         # Like tensorboardX, the writer's first file exists, with its header record, as soon as the writer does.
@@ -667,7 +667,7 @@ class _Ring:
                 read = {"read_below": self.drain.reader.seq, "skipped": sorted(self.drain.reader.skipped)}
             elif request.get("roll_size") and error is None:
                 self.drain.files.roll(int(request["roll_size"]))
-            answer({"req": request["req"], "error": message, "open": self.open_files(), **read})
+            answer({"req": request["req"], "error": message, "open": self.open_files(), **read, **self.drain.report()})
 
     def finish(self, *, final: bool, waited: bool = False) -> str | None:
         """Write everything the ring holds; if `final` (the writer closed, or its process ended), close the files,
@@ -682,7 +682,7 @@ class _Ring:
         self.drain.drain(final=final and not waited)
         if not final:
             return None
-        failures = self.drain.files.close()
+        failures = self.drain.close()
         self.detached = True
         self.drain.reader.memory.close()
         if self.drain.error is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -172,3 +173,19 @@ def test_the_log_names_the_cause(tmp_path: Path, code: int, words: str) -> None:
     held = Held(tmp_path / "gone" / "run", 1024, said.append)
     held.hold(OSError(code, "refused"))
     assert len(said) == 1 and words in said[0] and "refused" in said[0]
+
+
+@pytest.mark.parametrize("ring_size", _PATHS.values(), ids=_PATHS.keys())
+def test_a_logdir_removed_under_the_run_is_made_again_with_the_values_logged_since(
+        tmp_path: Path, ring_size: int | None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="hf_summary")
+    logdir = tmp_path / "run"
+    writer = LocalSummaryWriter(str(logdir), ring_size=ring_size)
+    _log(writer, range(100))
+    assert _flushed(writer)
+    shutil.rmtree(logdir)
+    _log(writer, range(100, 200))
+    wait_until(lambda: _flushed(writer), timeout=_BOUND, what="the values written into the folder made again")
+    _within_bound(writer.close, "close()")
+    assert [step for step, _ in scalars(logdir, "x")] == list(range(100, 200))  # the first 100 went with the folder
+    assert f"the folder {logdir} was removed" in _warnings(caplog)

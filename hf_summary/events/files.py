@@ -6,6 +6,7 @@ there is no companion (`queue.py`). It imports neither tensorboardX nor protobuf
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -82,10 +83,12 @@ class RunFile:
 
     def write_pending(self) -> None:
         """Append what is pending. All or nothing: a write the disk refuses (full, failing) is cut back, so that the
-        file ends with a whole record, and what was pending stays pending.
+        file ends with a whole record, and what was pending stays pending; so does a write into a file that was
+        removed meanwhile (the logdir deleted under the run), which would be lost with it.
 
         Raises:
             OSError: the disk refused; a file that could not be cut back is closed (the next write starts a new one).
+            FileNotFoundError: the file was removed; it is closed, and the next write starts a new one.
         """
         if not self.pending:
             return
@@ -107,6 +110,9 @@ class RunFile:
                     self.close()  # its torn end stays last in it: readers stop there, and nothing follows it
                 self.size = start
             raise
+        if os.fstat(fd).st_nlink == 0:  # checked after the write: what was written before the removal went with it
+            self.close()
+            raise FileNotFoundError(errno.ENOENT, "the event file was removed", str(self.path))
         self.pending.clear()
 
     def suspend(self) -> None:

@@ -210,7 +210,7 @@ class Held:
     def remedy(self) -> str:
         code = self.error.errno if self.error is not None else None
         if code == errno.ENOENT:
-            return f"make the folder {self.logdir} again"
+            return "let it be: the next attempt makes the folder again"
         return f"{_WHAT_TO_DO.get(code or 0, 'fix what refuses the writes')} ({mount_point(self.logdir)})"
 
 

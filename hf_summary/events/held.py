@@ -34,12 +34,6 @@ _BATCH = 4 * 1024 * 1024  # bytes of a run written in one go once the disk takes
 RETRY_INTERVAL = 0.05  # seconds between attempts to write what is held, unless a flush or a close asks
 _MAX_NOTICES = 16  # what is said and not yet read stays bounded, whoever forgets to read it
 
-_WHAT_TO_DO = {
-    errno.ENOSPC: "free space there",
-    errno.EDQUOT: "free space within your quota there (or have it raised)",
-    errno.EROFS: "make it writable again",
-    errno.EIO: "check the disk and the mount",
-}
 
 
 class _Segment:
@@ -211,7 +205,13 @@ class Held:
         code = self.error.errno if self.error is not None else None
         if code == errno.ENOENT:
             return "let it be: the next attempt makes the folder again"
-        return f"{_WHAT_TO_DO.get(code or 0, 'fix what refuses the writes')} ({mount_point(self.logdir)})"
+        what = {
+            errno.ENOSPC: "free space there",
+            errno.EDQUOT: "free space within your quota there (or have it raised)",
+            errno.EROFS: "make it writable again",
+            errno.EIO: "check the disk and the mount",
+        }.get(code or 0, "fix what refuses the writes")
+        return f"{what} ({mount_point(self.logdir)})"
 
 
 class Notices:

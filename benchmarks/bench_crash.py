@@ -1,14 +1,14 @@
-"""The guardian process: how soon a run killed with SIGKILL is on the Hub, and what the guardian costs while it waits.
+"""The companion process: how soon a run killed with SIGKILL is on the Hub, and what the companion costs while it waits.
 
 Each round, a child process logs scalars and histograms through `HFSummaryWriter` (one push at the start, then an
 hour's `commit_every`, so nothing else is pushed by the live run), flushes, and keeps logging until the parent kills
 it with SIGKILL. No command is run after the kill: the parent polls its local Hub until every event file there holds
 exactly the complete records on disk (no more, none twice), then reads the run back with TensorBoard's loader.
 
-Measured: the time from SIGKILL to the last record on the Hub (median over `--rounds`), the guardian's RSS and CPU
-time while it waits, and what starting a guardian costs the training process (`companion.watch()`).
+Measured: the time from SIGKILL to the last record on the Hub (median over `--rounds`), the companion's RSS and CPU
+time while it waits, and what starting a companion costs the training process (`companion.watch()`).
 
-Targets: median SIGKILL -> last record on the Hub <= 10 s (local server); guardian RSS while waiting <= 30 MB.
+Targets: median SIGKILL -> last record on the Hub <= 10 s (local server); companion RSS while the run is live <= 100 MB.
 
     .venv/bin/python benchmarks/bench_crash.py
     .venv/bin/python benchmarks/bench_crash.py --rounds 11
@@ -33,8 +33,10 @@ from hf_summary.events.records import scan_records
 from hf_summary.testing import LocalHub
 
 TARGET_SECONDS = 10.0
-TARGET_RSS_MB = 30.0  # MB = 1e6 bytes, as the target is stated
-WAIT_SAMPLE = 1.0  # seconds the guardian is watched while it waits, for its RSS and CPU time
+# MB = 1e6 bytes. The companion runs the pushes: huggingface_hub, its HTTP client and hf_xet are loaded there (and no
+# longer in the training process), where a companion that only watched held 30 MB.
+TARGET_RSS_MB = 100.0
+WAIT_SAMPLE = 1.0  # seconds the companion is watched while it waits, for its RSS and CPU time
 
 
 # Child: one training process ------------------------------------------------------------------------------------------
@@ -46,7 +48,7 @@ def child(params: dict[str, Any]) -> None:
 
     from hf_summary import HFSummaryWriter, UploadSpec, companion
 
-    # What a guardian costs the training process: one start and stop, on a logdir of its own.
+    # What a companion costs the training process: one start and stop, on a logdir of its own.
     t0 = time.perf_counter()
     probe = companion.watch(params["logdir"] + "-probe", UploadSpec(params["repo_id"]))
     watch_ms = (time.perf_counter() - t0) * 1000
@@ -68,7 +70,7 @@ def child(params: dict[str, Any]) -> None:
     writer.scheduler.trigger().result()
     log(params["steps"])
     writer.flush()
-    print(json.dumps({"guardian_pid": companion.current_pid(), "watch_ms": watch_ms}), flush=True)
+    print(json.dumps({"companion_pid": companion.current_pid(), "watch_ms": watch_ms}), flush=True)
     while True:
         log(100)
         time.sleep(0.001)
@@ -104,9 +106,9 @@ def one_round(hub: LocalHub, index: int, args: argparse.Namespace, work: Path) -
         if not line:
             raise RuntimeError(f"round {index}: the child ended before it was ready (exit {proc.wait()})")
         ready = json.loads(line)
-        waiting = psutil.Process(ready["guardian_pid"])
+        waiting = psutil.Process(ready["companion_pid"])
         cpu_before = sum(waiting.cpu_times()[:2])
-        time.sleep(WAIT_SAMPLE)  # the guardian waits: its RSS and CPU time then are what it costs a healthy run
+        time.sleep(WAIT_SAMPLE)  # the companion waits: its RSS and CPU time then are what it costs a healthy run
         rss = waiting.memory_info().rss
         cpu_ms = (sum(waiting.cpu_times()[:2]) - cpu_before) * 1000
         killed = time.monotonic()
@@ -142,30 +144,30 @@ def main() -> int:
 
     print(f"{args.rounds} rounds: a training process logs {args.steps} steps (1 scalar a step, a 1000-value "
           f"histogram every 100), pushes once, logs {args.steps} more, flushes and keeps logging until SIGKILL. "
-          f"The guardian is watched for {WAIT_SAMPLE:g} s while it waits, before the kill.\n")
+          f"The companion is watched for {WAIT_SAMPLE:g} s while it waits, before the kill.\n")
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-crash-") as tmp, LocalHub(root=Path(tmp) / "hub") as hub:
         for index in range(args.rounds):
             rounds.append(one_round(hub, index, args, Path(tmp)))
             r = rounds[-1]
-            print(f"  round {index}: {r['seconds']:.2f} s to the Hub, guardian RSS {r['rss_mb']:.1f} MB", flush=True)
+            print(f"  round {index}: {r['seconds']:.2f} s to the Hub, companion RSS {r['rss_mb']:.1f} MB", flush=True)
 
     rows = [[i, f"{r['seconds']:.2f}", f"{r['rss_mb']:.1f}", f"{r['rss_mib']:.1f}", f"{r['cpu_ms']:.1f}",
              f"{r['watch_ms']:.1f}", r["steps"], "ok" if r["readback_ok"] else "MISSING"] for i, r in enumerate(rounds)]
     print()
-    print(format_table(["round", "SIGKILL -> Hub s", "guardian RSS MB", "RSS MiB", f"CPU ms in {WAIT_SAMPLE:g} s",
+    print(format_table(["round", "SIGKILL -> Hub s", "companion RSS MB", "RSS MiB", f"CPU ms in {WAIT_SAMPLE:g} s",
                         "watch() ms", "steps on Hub", "read back"], rows))
     seconds = median([r["seconds"] for r in rounds])
     rss = max(r["rss_mb"] for r in rounds)
     print(f"\nSIGKILL -> last record on the Hub: median {seconds:.2f} s (min {min(r['seconds'] for r in rounds):.2f}, "
-          f"max {max(r['seconds'] for r in rounds):.2f}); guardian RSS while waiting: median "
+          f"max {max(r['seconds'] for r in rounds):.2f}); companion RSS while waiting: median "
           f"{median([r['rss_mb'] for r in rounds]):.1f} MB, max {rss:.1f} MB; watch() in the training process: "
           f"median {median([r['watch_ms'] for r in rounds]):.1f} ms.")
 
     verdicts = Verdicts()
     verdicts.check(f"median SIGKILL -> last record on the Hub <= {TARGET_SECONDS:g} s", seconds <= TARGET_SECONDS,
                    f"{seconds:.2f} s")
-    verdicts.check(f"guardian RSS while waiting <= {TARGET_RSS_MB:g} MB", rss <= TARGET_RSS_MB, f"max {rss:.1f} MB")
+    verdicts.check(f"companion RSS while waiting <= {TARGET_RSS_MB:g} MB", rss <= TARGET_RSS_MB, f"max {rss:.1f} MB")
     verdicts.check("every run read back whole from the Hub", all(r["readback_ok"] for r in rounds),
                    f"{sum(r['readback_ok'] for r in rounds)}/{len(rounds)} rounds")
     return verdicts.report()

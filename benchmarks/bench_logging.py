@@ -1,6 +1,6 @@
 """Issue 5: what logging costs the training loop, ours vs tensorboardX, torch and huggingface_hub.
 
-Six parts (select with `--parts`; the default is abcde):
+Seven parts (select with `--parts`; the default is abcdeg):
 
 a. `add_scalar` latency (one `perf_counter_ns` pair around each call; calls back to back, then in bursts separated
    by short sleeps like a training loop's) and back-to-back throughput, one fresh child process per contestant and
@@ -34,6 +34,13 @@ f. What an `add_scalar` of a Python float costs the training process in instruct
    once with `--counted-calls` calls then a flush; the difference, per call, less that of a method that does
    nothing. Counted, not timed: the machine's noise does not move it, caches and their misses are not in it. No
    target: the same ours/in-process/tensorboardX comparison as part e, as a number that a change moves reliably.
+
+g. Who pays for a live push (issue 30): part e's MLP logging four Python floats a step, one fresh child per writer
+   and round (rounds interleaved): no writer; ours idle (a bucket, `commit_every=60`: no push during the run); ours
+   pushing live to a bucket every 2 s (the default; the companion pushes); the same with the schedule in the training
+   process (`ring_size=None`). The training process's cost by accounting: the time inside the four calls plus the
+   CPU of its other threads, over the run's step time without them; and the companion's CPU per push (psutil).
+   Target: pushing live adds at most 0.3 % to the idle writer's cost.
 
     .venv/bin/python benchmarks/bench_logging.py
     .venv/bin/python benchmarks/bench_logging.py --parts b --train-rounds 15
@@ -440,9 +447,39 @@ def counted_calls(params: dict[str, Any]) -> None:
     os._exit(0)  # closing is the same with calls or without: not counted
 
 
+def live_push_run(params: dict[str, Any]) -> None:
+    """Part g, one writer: the MLP for `steps` steps, with the time inside the calls, the CPU of this process's
+    other threads, and the companion's CPU (where it runs the pushes) over the timed steps."""
+    import psutil
+
+    run = mlp_loop(params)
+    run(None, params["warmup_steps"])
+    mode, writer, pusher = params["mode"], None, None
+    if mode != "none":
+        from hf_summary import HFSummaryWriter, companion
+
+        ring = {"ring_size": None} if mode == "live-inprocess" else {}
+        every = {"commit_every": 60} if mode == "idle" else {}
+        writer = HFSummaryWriter(f"hf://buckets/{params['bucket']}", logdir=params["logdir"], **every, **ring)
+        run(writer, params["warmup_steps"])
+        writer.scheduler.trigger().result()  # the bucket exists and the first batch is made before timing
+        pid = companion.current_pid()
+        pusher = psutil.Process(pid) if pid is not None and mode != "live-inprocess" else None
+    companion_before = sum(pusher.cpu_times()[:2]) if pusher is not None else 0.0
+    threads_before = _other_threads_cpu()
+    calls: list[int] = []
+    times = run(writer, params["steps"], calls)
+    threads_cpu = _other_threads_cpu() - threads_before
+    companion_cpu = sum(pusher.cpu_times()[:2]) - companion_before if pusher is not None else 0.0
+    if writer is not None:
+        writer.close()
+    emit_result({"loop_s": sum(times) / 1e9, "calls_s": sum(calls) / 1e9, "threads_s": threads_cpu,
+                 "companion_s": companion_cpu})
+
+
 def child(params: dict[str, Any]) -> None:
     {"a": scalar_latency, "b": training_loop, "c": histogram_image_cost, "e": handoff_calls,
-     "e-loop": handoff_blocks, "f": counted_calls}[params["part"]](params)
+     "e-loop": handoff_blocks, "f": counted_calls, "g": live_push_run}[params["part"]](params)
 
 
 # Parent side --------------------------------------------------------------------------------------------------------
@@ -623,6 +660,50 @@ def part_f(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
     print(format_table(["", "in the calling thread", "in other threads", "in all", "of tensorboardX's"], rows))
 
 
+LIVE_MODES = ("none", "idle", "live", "live-inprocess")
+LIVE_TARGET = 0.003  # what pushing live may add to the idle writer's cost, as a fraction of the step
+
+
+def part_g(args: argparse.Namespace, hub: LocalHub, work: Path, verdicts: Verdicts) -> None:
+    print(f"\n(g) Who pays for a live push: MLP {args.width_e}-{args.width_e}-{args.width_e}-10, batch {args.batch_e}, "
+          f"{args.steps_g} steps logging four Python floats each, one child per writer and round ({args.rounds_g} "
+          "rounds, interleaved): no writer, ours idle (a bucket, no push during the run), ours pushing live to a "
+          "bucket every 2 s (pushed by the companion), the same with the schedule in the training process "
+          "(ring_size=None). Cost by accounting: the time inside the four calls plus the CPU of the training "
+          "process's other threads, over the no-writer loop's time.", flush=True)
+    per_mode: dict[str, list[dict[str, float]]] = {mode: [] for mode in LIVE_MODES}
+    for r in range(args.rounds_g):
+        modes = list(LIVE_MODES)
+        for mode in modes[r % len(modes):] + modes[:r % len(modes)]:
+            batches = hub.stats.bucket_batches
+            result = run_child(__file__, {
+                "part": "g", "mode": mode, "logdir": str(work / f"g-{mode}-{r}"), "bucket": f"{hub.user}/bench-g",
+                "width": args.width_e, "batch": args.batch_e, "steps": args.steps_g, "floats": True,
+                "warmup_steps": args.warmup_steps}, child_env(hub, work / "hf_home"), timeout=1800)
+            # Every run with a writer also makes the warm-up trigger's batch and the final push's.
+            pushes = hub.stats.bucket_batches - batches - (2 if mode != "none" else 0)
+            per_mode[mode].append({**result, "pushes": pushes})
+    base = median([r["loop_s"] for r in per_mode["none"]])
+    rows, cost = [], {}
+    idle_companion = median([r["companion_s"] for r in per_mode["idle"]])
+    for mode in LIVE_MODES[1:]:
+        runs = per_mode[mode]
+        cost[mode] = median([(r["calls_s"] + r["threads_s"]) / base for r in runs])
+        pushes = median([r["pushes"] for r in runs])
+        companion = median([r["companion_s"] for r in runs])
+        rows.append([mode, f"{median([r['calls_s'] for r in runs]) / base * 100:.2f} %",
+                     f"{median([r['threads_s'] for r in runs]) / base * 100:.2f} %", f"{cost[mode] * 100:.2f} %",
+                     f"{pushes:g}", f"{companion * 1000:.0f}" if mode != "live-inprocess" else "-",
+                     f"{(companion - idle_companion) * 1000 / pushes:.0f}" if mode == "live" and pushes else "-"])
+    print(format_table(["writer", "inside the calls", "other threads", "total", "pushes in the run",
+                        "companion CPU ms", "companion CPU ms/push (over idle)"], rows))
+    added = cost["live"] - cost["idle"]
+    verdicts.check(f"(g) pushing live to a bucket adds <= {LIVE_TARGET * 100:g} % to the idle writer's cost",
+                   added <= LIVE_TARGET,
+                   f"+{added * 100:.2f} % (idle {cost['idle'] * 100:.2f} %, live {cost['live'] * 100:.2f} %; with the "
+                   f"schedule in the training process {cost['live-inprocess'] * 100:.2f} %)")
+
+
 def part_c(args: argparse.Namespace, hub: LocalHub, work: Path) -> None:
     print(f"\n(c) add_histogram (torch.randn({args.hist_side}, {args.hist_side}), default 'tensorflow' bins) and "
           f"add_image (torch.rand(3, {args.image_side}, {args.image_side})), add_scalar of a 0-d CPU tensor (ours "
@@ -656,7 +737,7 @@ def part_d(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="abcde", help="which parts to run, e.g. 'ab'")
+    parser.add_argument("--parts", default="abcdeg", help="which parts to run, e.g. 'ab'")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds for parts a and c")
     parser.add_argument("--train-rounds", type=int, default=9, help="(b) interleaved rounds")
     parser.add_argument("--calls", type=int, default=20_000, help="(a) timed add_scalar calls per run")
@@ -678,6 +759,8 @@ def main() -> int:
     parser.add_argument("--hist-side", type=int, default=256, help="(c) histogram of a side x side tensor")
     parser.add_argument("--image-side", type=int, default=64, help="(c) 3 x side x side image")
     parser.add_argument("--import-reps", type=int, default=9, help="(d) processes per statement")
+    parser.add_argument("--steps-g", type=int, default=30_000, help="(g) timed steps per run")
+    parser.add_argument("--rounds-g", type=int, default=3, help="(g) interleaved rounds")
     args = parse_args_or_run_child(parser, child)
     if args is None:
         return 0
@@ -695,6 +778,8 @@ def main() -> int:
             part_e(args, hub, work, verdicts)
         if "f" in args.parts:
             part_f(args, hub, work)
+        if "g" in args.parts:
+            part_g(args, hub, work, verdicts)
     if "d" in args.parts:
         part_d(args)
     return verdicts.report()

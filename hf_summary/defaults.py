@@ -26,6 +26,10 @@ MAX_FILES_PER_COMMIT = 100
 MAX_COMMITS_PER_HOUR = 60
 
 QUEUE_SIZE = 10_000  # events waiting in memory before logging blocks (events written in-process)
+# Bytes of events held in memory while the disk refuses them (full, a quota, read-only, failing), by whoever writes
+# the event files (the companion process, else the writer thread): 1.2 million scalars of a 16-character tag (55
+# bytes each, measured), two minutes at 10 000 a second. Past it, values are dropped and counted (events/held.py).
+HOLD_SIZE = 64 * 1024 * 1024
 # Bytes of memory shared with the companion process that writes the event files: half of it 32 768 slots of one
 # scalar each, half room for other events (an event larger than a quarter of it goes through a spill file). The
 # companion reads it every 50 ms: logging waits only when more is logged between two reads than the ring holds, or

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .defaults import QUEUE_SIZE, RING_SIZE
+from .defaults import HOLD_SIZE, QUEUE_SIZE, RING_SIZE
 from .events.handoff import SharedEventQueue
 from .events.queue import EventQueue
 from .events.ring import SCALAR, SLOT_SIZE
@@ -48,6 +48,10 @@ class LocalSummaryWriter(SummaryWriterBase):
             the events in a thread of this process instead. Defaults to 4 MiB.
         queue_size: events that may wait in memory before logging blocks, when they are written in-process.
             Defaults to 10 000.
+        hold_size: bytes of events held in memory while the disk refuses them (full, a quota, read-only, failing):
+            logging never waits on the disk; they are written in order once it takes them again, and past this
+            bound values are dropped and counted (in the log, and as the run's scalar `hf_summary/values_dropped`).
+            Held by the companion process where one runs. Defaults to 64 MiB.
         kwargs: passed to `tensorboardX.SummaryWriter` (comment, purge_step, filename_suffix, ...). Its
             `max_queue` and `flush_secs` have no use here: events are written every second, and at `flush()`.
 
@@ -63,11 +67,15 @@ class LocalSummaryWriter(SummaryWriterBase):
     """
 
     def __init__(self, logdir: str | None = None, *, queue_size: int = QUEUE_SIZE, ring_size: int | None = RING_SIZE,
-                 **kwargs: Any) -> None:
+                 hold_size: int = HOLD_SIZE, **kwargs: Any) -> None:
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
         if ring_size is not None and (type(ring_size) is not int or ring_size < 256 * 1024):
             raise ValueError(f"ring_size={ring_size!r}: pass a number of bytes of at least 262144 (256 KiB), or None "
                              "to write the events in this process.")
+        if type(hold_size) is not int or hold_size < 0:
+            raise ValueError(f"hold_size={hold_size!r}: pass a number of bytes (0 holds nothing: while the disk "
+                             "refuses events, they are dropped and counted).")
+        self._hold_size = hold_size
         self._events: EventQueue | SharedEventQueue | None = None
         self._queue_size = queue_size
         self._ring_size = ring_size
@@ -100,13 +108,15 @@ class LocalSummaryWriter(SummaryWriterBase):
 
             try:
                 return SharedEventQueue(self.logdir, companion.companion(), ring_size=self._ring_size,
-                                        max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+                                        max_queue=self._queue_size, filename_suffix=self.filename_suffix,
+                                        hold_size=self._hold_size)
             except companion.NoCompanionInChild:
                 pass  # a writer made in a forked child (a data-loader worker): in-process, as its inherited ones
             except Exception as error:
                 reason = error
         # A logdir that cannot be written fails here, with its own error.
-        queue = EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix)
+        queue = EventQueue(self.logdir, max_queue=self._queue_size, filename_suffix=self.filename_suffix,
+                           hold_size=self._hold_size)
         if reason is not None:
             with STATE.lock:
                 first = "no companion" not in STATE.said

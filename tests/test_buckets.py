@@ -144,13 +144,13 @@ _KILLED = textwrap.dedent("""
 """)
 
 
-def test_a_killed_runs_tail_reaches_the_bucket_through_its_guardian(bucket_hub: LocalHub, tmp_path: Path) -> None:
+def test_a_killed_runs_tail_reaches_the_bucket_through_its_companion(bucket_hub: LocalHub, tmp_path: Path) -> None:
     child = subprocess.run([sys.executable, "-c", _KILLED, f"hf://buckets/{BUCKET}", str(tmp_path / "killed")],
                            env=xet_client_env(bucket_hub, tmp_path), capture_output=True, text=True, timeout=300)
     assert child.returncode == -9, child.stderr[-3000:]
     log = tmp_path / "killed" / ".hf_summary" / "companion.log"
     wait_until(lambda: log.exists() and "Pushed" in log.read_text(), timeout=240,
-               what="the guardian to push the killed run to the bucket")
+               what="the companion to push the killed run to the bucket")
     run = _read_back(bucket_hub, "tensorboard/killed", tmp_path / "dl")
     assert scalars(run, "loss") == [(step, _f32(step / 7)) for step in range(500)]
 

@@ -182,9 +182,9 @@ def test_machines_that_share_nothing_keep_the_commit_budget_final_pushes_include
         procs.append(subprocess.Popen([sys.executable, "-c", _ENDING_TRIAL, repo_id, str(tmp_path / f"{machine}{i}"),
                                        str(budget)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                       env=env))
-    guardians = []
+    companions = []
     try:
-        guardians = [psutil.Process(int(proc.stdout.readline())) for proc in procs]
+        companions = [psutil.Process(int(proc.stdout.readline())) for proc in procs]
         for proc in procs:
             proc.stdin.write("end\n")
             proc.stdin.flush()
@@ -196,19 +196,19 @@ def test_machines_that_share_nothing_keep_the_commit_budget_final_pushes_include
         # (its processes push one at a time, under the machine's lock), so the budget holds to one commit per other
         # machine. Without the final pushes held back, four processes ending together would add up to four.
         assert 1 <= len(_our_commits(hub, repo_id)) <= budget + 1
-        # What the final pushes could not send waits with each trial's guardian, which says so in its log.
+        # What the final pushes could not send waits with each trial's companion, which says so in its log.
         for machine, i in trials:
             log = tmp_path / f"{machine}{i}" / ".hf_summary" / "companion.log"
             wait_until(lambda log=log: log.exists() and "is spent: pushing in" in log.read_text(), timeout=120,
-                       what=f"{log} to say the guardian waits for the budget")
-        assert all(g.is_running() for g in guardians)
-        for g in guardians:  # a cluster ending the job: each guardian pushes at once, whatever the budget
+                       what=f"{log} to say the companion waits for the budget")
+        assert all(g.is_running() for g in companions)
+        for g in companions:  # a cluster ending the job: each companion pushes at once, whatever the budget
             g.send_signal(signal.SIGTERM)
-        psutil.wait_procs(guardians, timeout=120)
+        psutil.wait_procs(companions, timeout=120)
     finally:
         for proc in procs:
             proc.kill()
-        for g in guardians:
+        for g in companions:
             if g.is_running():
                 g.kill()
     for machine, i in trials:

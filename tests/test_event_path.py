@@ -111,7 +111,7 @@ def test_slow_disk_blocks_logging_briefly_and_loses_nothing(hub: LocalHub, repo_
     assert [s for s, _ in scalars(logdir, "slow")] == list(range(3000))
 
 
-def test_full_disk_raises_at_flush_and_keeps_the_events(hub: LocalHub, repo_id: str, logdir: Path,
+def test_full_disk_fails_the_flush_and_keeps_the_events(hub: LocalHub, repo_id: str, logdir: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
@@ -123,8 +123,7 @@ def test_full_disk_raises_at_flush_and_keeps_the_events(hub: LocalHub, repo_id: 
     monkeypatch.setattr(event_files_module, "_os_write", full)
     for step in range(10):
         writer.add_scalar("d", float(step), step)  # logging itself never fails
-    with pytest.raises(OSError, match="free disk space"):
-        writer.flush()
+    assert writer._events is not None and writer._events.flush() is False  # held in memory, not on disk; no raise
     monkeypatch.setattr(event_files_module, "_os_write", os.write)
     writer.close()
     assert [s for s, _ in scalars(logdir, "d")] == list(range(10))

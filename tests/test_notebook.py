@@ -166,8 +166,8 @@ def local_steps(run_dir: Path, tag: str) -> list[int]:
         return []
 
 
-# The threads a cell sees: the writer's own are "hf_summary-*"; the guardian's reaper lives exactly as long as the
-# guardian process, which exits after the last writer closed. A push's deadline timer is cancelled once the push
+# The threads a cell sees: the writer's own are "hf_summary-*"; the companion's reaper lives exactly as long as the
+# companion process, which exits after the last writer closed. A push's deadline timer is cancelled once the push
 # ends, a moment after its Future settles: it gets a few seconds to go (a timer still armed would stay).
 THREADS_HELPER = """
 def hf_threads(grace=5.0):
@@ -300,7 +300,7 @@ def test_interrupting_the_loop_pushes_and_reraises(kernel: Kernel, hub: LocalHub
 @pytest.mark.parametrize("now", [True, False], ids=["killed", "shut-down"])
 def test_restarting_the_kernel_without_close_loses_nothing(jupyter: str, hub: LocalHub, repo_id: str,
                                                             tmp_path: Path, now: bool) -> None:
-    """Restart without close(): killed (`now=True`, a dead kernel: the guardian pushes) or shut down first (the
+    """Restart without close(): killed (`now=True`, a dead kernel: the companion pushes) or shut down first (the
     exit hook makes the final push)."""
     logdir = tmp_path / "runs" / "forgotten"
     kernel = Kernel(jupyter, tmp_path)
@@ -323,9 +323,9 @@ def test_restarting_the_kernel_without_close_loses_nothing(jupyter: str, hub: Lo
         log = logdir / ".hf_summary" / "companion.log"
         if now:
             wait_until(lambda: log.exists() and "Pushed" in log.read_text(), timeout=30,
-                       what="guardian.log saying it pushed")
+                       what="companion.log saying it pushed")
         else:
-            assert not log.exists() or "Pushed" not in log.read_text()  # the exit hook pushed, not the guardian
+            assert not log.exists() or "Pushed" not in log.read_text()  # the exit hook pushed, not the companion
         kernel.kc.wait_for_ready(timeout=STARTUP)
         assert kernel.value("1 + 1") == 2  # the restarted kernel works
     finally:

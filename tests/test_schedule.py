@@ -402,7 +402,7 @@ def test_a_final_push_waits_for_the_budget_within_its_deadline(tmp_path: Path) -
     assert clock.waits == [pytest.approx(3400.0)] and final.result().oid == "commit1"
 
 
-def test_a_final_push_the_budget_cannot_take_in_time_is_left_to_the_guardian(tmp_path: Path) -> None:
+def test_a_final_push_the_budget_cannot_take_in_time_is_left_to_the_companion(tmp_path: Path) -> None:
     clock, client = FakeClock(), FakeClient()
     committer, _ = _committer(tmp_path, client, clock, every=1.0, budget=2)
     client.repo_ready = True
@@ -410,7 +410,7 @@ def test_a_final_push_the_budget_cannot_take_in_time_is_left_to_the_guardian(tmp
     final = committer.trigger(deadline=clock() + 60, kind="final")
     committer.step()
     error = final.exception(timeout=0)
-    assert isinstance(error, PushError) and "budget" in error.reason and "guardian" in error.reason
+    assert isinstance(error, PushError) and "budget" in error.reason and "companion" in error.reason
     assert client.commits == [] and error.sync_command.startswith("hf-summary sync")
 
 
@@ -458,7 +458,7 @@ def test_hurry_pushes_a_waiting_one_off_push_whatever_the_budget(tmp_path: Path)
 
     def sigterm_during_the_wait(event: threading.Event, timeout: float) -> bool:
         if client.repo_ready and not client.commits:
-            committer.hurry(clock() + 25)  # what the guardian's SIGTERM handler does
+            committer.hurry(clock() + 25)  # what the companion's SIGTERM handler does
         return waits(event, min(timeout, 1.0))
 
     committer._wait = sigterm_during_the_wait

@@ -287,7 +287,7 @@ def test_background_pushes_print_nothing(xet_hub: LocalHub, tmp_path: Path, term
     assert xet_hub.stats.commits >= 4  # three pushes (the final push had nothing) and the user's upload
 
 
-# ---------------------------------------------------------------------------------------------------- (c) guardian
+# ---------------------------------------------------------------------------------------------------- (c) companion
 
 _KILLED = textwrap.dedent("""
     import sys, time
@@ -325,7 +325,7 @@ def test_a_killed_runs_tail_arrives_through_xet(xet_hub: LocalHub, tmp_path: Pat
         assert proc.stdout is not None
         words = proc.stdout.readline().split()
         assert words and words[0] == "ready", stderr.read_text()
-        guardian_pid = int(words[1])
+        companion_pid = int(words[1])
         before_kill = xet_hub.stats
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -335,7 +335,7 @@ def test_a_killed_runs_tail_arrives_through_xet(xet_hub: LocalHub, tmp_path: Pat
             proc.wait(timeout=30)
     log_file = logdir / ".hf_summary" / companion.LOG_NAME
     wait_until(lambda: log_file.exists() and "Pushed" in log_file.read_text(), timeout=120,
-               what="the guardian's push recorded")
+               what="the companion's push recorded")
     assert_disk_is_on_hub(xet_hub, repo_id, logdir)
     after = xet_hub.stats
     assert after.lfs_uploads == 0, after
@@ -344,7 +344,7 @@ def test_a_killed_runs_tail_arrives_through_xet(xet_hub: LocalHub, tmp_path: Pat
     steps = [e.step for e in acc.Scalars("loss")]
     assert steps == list(range(len(steps))) and len(steps) >= 4000  # every step once, in order
     assert stderr.read_text() == ""
-    wait_until(lambda: _exited(guardian_pid), timeout=60, what="the guardian exits after its push")
+    wait_until(lambda: _exited(companion_pid), timeout=60, what="the companion exits after its push")
 
 
 def _exited(pid: int) -> bool:

@@ -65,6 +65,7 @@ class Companion:
         self._rings: dict[int, Ring] = {}
         self._pushes = Pushes(lambda: list(self._rings.values()))
         self._forward = _Forward(self._answer)
+        self._forward.listen(logging.WARNING)  # what goes wrong here (a full disk, say) is told there
         self._push_ids: dict[Future, int] = {}  # the pushes the training process waits for, by their Future
         self._push_numbers = itertools.count(1)
         self._fds: list[int] = []  # descriptors received, in order: each attach message takes the first
@@ -313,8 +314,9 @@ class Companion:
 
 
 class _Forward(logging.Handler):
-    """The package's log records, sent to the training process, which logs them as its own (client.py): a push's
-    warnings reach the user's log wherever the push runs. Only the levels the training process logs are sent."""
+    """The package's log records, sent to the training process, which logs them as its own (client.py): the
+    warnings of a push or of the disk reach the user's log wherever they happen. Warnings and above, and the lower
+    levels a live logdir's writer logs at."""
 
     def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
         super().__init__(logging.CRITICAL + 1)

@@ -30,7 +30,7 @@ class Ring:
 
         self.logdir = Path(message["logdir"])
         self.drain = RingDrain(RingReader(open_ring(fd)), self.logdir, message.get("suffix") or "",
-                               message.get("pid"))
+                               message.get("pid"), hold_size=message.get("hold_size"))
         # Flushes and the detach, waiting for their records.
         self.requests: list[dict[str, Any]] = []
         self.detached = False
@@ -64,7 +64,8 @@ class Ring:
                     read = {"read_below": self.drain.reader.seq, "skipped": sorted(self.drain.reader.skipped)}
                 elif request.get("roll_size") and error is None:
                     self.drain.files.roll(int(request["roll_size"]))
-                answer({"req": request["req"], "error": message, "open": self.open_files(), **read})
+                answer({"req": request["req"], "error": message, "open": self.open_files(), **read,
+                        **self.drain.report()})
 
     def want(self, upto: int) -> None:
         """The next push writes every record below `upto` first (a trigger's mark)."""
@@ -108,7 +109,7 @@ class Ring:
         self.drain.drain(final=final and not waited)
         if not final:
             return None
-        failures = self.drain.files.close()
+        failures = self.drain.close()
         self.detached = True
         self.drain.reader.memory.close()
         if self.drain.error is not None:

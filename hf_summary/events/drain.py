@@ -16,15 +16,19 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from ..defaults import HOLD_SIZE
 from .encoding import ScalarEncoder
 from .files import RunFile, RunFiles
+from .held import Held
 from .records import frame_record
 from .ring import EVENT, KEY, SCALAR, SPILL, Record, RingReader
 
 logger = logging.getLogger(__name__)
 
 BATCH = 4096  # records per batch: the companion's memory stays small however far behind it is
+_JOURNAL_FULL = Exception("too many files for the journal")
 
 
 class RingDrain:
@@ -37,13 +41,16 @@ class RingDrain:
         pid: the training process's id, for the file names.
         keys: the keys defined so far (key -> run, tag), for a reader that starts after their definitions were read
             (the training process taking over from its companion).
+        hold_size: bytes of events held in memory while the disk refuses them (`defaults.HOLD_SIZE` if None).
     """
 
     def __init__(self, reader: RingReader, logdir: Path, suffix: str = "", pid: int | None = None,
-                 keys: dict[int, tuple[str, str]] | None = None) -> None:
+                 keys: dict[int, tuple[str, str]] | None = None, hold_size: int | None = None) -> None:
         self.reader = reader
         self.files = RunFiles(logdir, suffix, pid)
         self.error: Exception | None = None  # the last batch's, None once one was written
+        # Its warnings reach the training process as every record of the companion does (companion/main.py).
+        self.held = Held(logdir, HOLD_SIZE if hold_size is None else hold_size, logger.warning)
         self._encoder = ScalarEncoder(str)  # tags arrive cleaned
         self._keys: dict[int, tuple[str, str]] = dict(keys or {})
         self._skip: tuple[int, set[str]] = (0, set())  # (end, runs): records below `end` of these runs are on disk
@@ -76,9 +83,18 @@ class RingDrain:
     def drain(self, *, final: bool = False) -> int:
         """Write what the ring holds to the event files; returns the records written.
 
-        A batch that cannot be written (disk full) is undone and stays in the ring for the next call; `error` says
-        why, and the writer blocks once the ring is full, as a full queue blocks it.
+        The ring is read whatever the disk does, so that the writer never waits on it: a batch that the disk refuses
+        (full, a quota, read-only, failing, the logdir removed) is undone and its records are held in memory
+        (`held`), in order, and written first by a later call once the disk takes them; past the bound they are
+        counted. A batch that fails otherwise stays in the ring for the next call, `error` says why.
+
+        Args:
+            final: no writer is left: a missing record is skipped, and what is held is written without waiting
+                for the next attempt's turn.
         """
+        if not self.held.write(self._write_run, force=final):
+            self._hold(final)
+            return 0
         written = 0
         limit = BATCH
         while True:
@@ -88,28 +104,16 @@ class RingDrain:
             spilled: list[Path] = []
             for run, data in self.events(records, spilled):
                 self.files.append(run, frame_record(data))
-            runs = [file for file in self.files.runs.values() if file.pending]
-            try:
-                for file in runs:
-                    if not file.current:  # its new file is named in the journal before anything is written to it
-                        self.files.make_room()
-                        file.open()
-            except OSError as error:
-                self._undo(runs, [])
-                self.error = error
-                return written
-            journal = json.dumps({
-                "seq": self.reader.committed()[0], "end": self.reader.seq,
-                "files": [[self._run_name(f), str(f.path), f.size, f.size + sum(map(len, f.pending))] for f in runs],
-            }).encode()
-            if not self.reader.write_journal(journal):
-                self._undo(runs, [])
+            error = self._write(self.reader.seq)
+            if error is _JOURNAL_FULL:
                 limit = max(1, len(records) // 2)  # too many files for the journal: a smaller batch
                 continue
-            failed = self.files.write(runs)
-            if failed:
-                self._undo(runs, json.loads(journal)["files"])
-                self.error = failed[-1][1]
+            if isinstance(error, OSError):
+                self.held.hold(error)
+                self._hold(final)  # the records of the batch undone first: they are read again
+                return written
+            if error is not None:
+                self.error = error
                 return written
             self.reader.commit()
             self.error = None
@@ -117,8 +121,61 @@ class RingDrain:
             for path in spilled:
                 path.unlink(missing_ok=True)
 
-    def _run_name(self, file: RunFile) -> str:
-        return next(name for name, run in self.files.runs.items() if run is file)
+    def _hold(self, final: bool) -> None:
+        """Read the ring into `held`: its room is the writer's again."""
+        while True:
+            records = self.reader.read(BATCH, final=final)
+            if not records:
+                return
+            spilled: list[Path] = []
+            for run, data in self.events(records, spilled):
+                self.held.add(run, frame_record(data))
+            self.reader.commit()
+            for path in spilled:
+                path.unlink(missing_ok=True)
+
+    def _write_run(self, run: str, data: bytes) -> Exception | None:
+        """Write records that were held, as one batch: the journal covers them, as it covers a batch of the ring."""
+        self.files.append(run, data)
+        return self._write(self.reader.seq)
+
+    def _write(self, end: int) -> Exception | None:
+        """Write what is pending, journaled, the ring read up to `end`; undone if it fails. Returns the error."""
+        runs = [file for file in self.files.runs.values() if file.pending]
+        opened = []
+        try:
+            for file in runs:
+                if not file.current:  # its new file is named in the journal before anything is written to it
+                    self.files.make_room()
+                    file.open()
+                    opened.append([file.name, str(file.path), 0, 0])
+        except OSError as error:
+            self._undo(runs, opened)
+            return error
+        journal = json.dumps({
+            "seq": self.reader.committed()[0], "end": end,
+            "files": [[f.name, str(f.path), f.size, f.size + sum(map(len, f.pending))] for f in runs],
+        }).encode()
+        if not self.reader.write_journal(journal):
+            self._undo(runs, opened)
+            return _JOURNAL_FULL
+        failed = self.files.write(runs)
+        if failed:
+            self._undo(runs, json.loads(journal)["files"])
+            return failed[-1][1]
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """For the training process, in the companion's answers: whether events are held in memory (a flush did
+        not put them on disk)."""
+        return {"held": bool(self.held)}
+
+    def close(self) -> list[tuple[RunFile, OSError]]:
+        """Close the files, fsynced (those that failed are returned); values still held after a last attempt are
+        lost, and said so."""
+        if not self.held.write(self._write_run, force=True):
+            self.held.lose()
+        return self.files.close()
 
     def _undo(self, runs: list[RunFile], entries: list[list]) -> None:
         """Take a batch back: files cut to their sizes before it, the ring read again from the committed position."""

@@ -6,6 +6,7 @@ there is no companion (`queue.py`). It imports neither tensorboardX nor protobuf
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -37,7 +38,8 @@ def header_record(wall_time: float) -> bytes:
 class RunFile:
     """The event file currently written for one run folder; replaced by a new one when rolled."""
 
-    def __init__(self, folder: Path, namer: EventFileNamer) -> None:
+    def __init__(self, name: str, folder: Path, namer: EventFileNamer) -> None:
+        self.name = name  # the run: its folder relative to the logdir
         self.folder = folder
         self.namer = namer
         self.path: Path | None = None
@@ -80,21 +82,38 @@ class RunFile:
             self.open()
 
     def write_pending(self) -> None:
+        """Append what is pending. All or nothing: a write the disk refuses (full, failing) is cut back, so that the
+        file ends with a whole record, and what was pending stays pending; so does a write into a file that was
+        removed meanwhile (the logdir deleted under the run), which would be lost with it.
+
+        Raises:
+            OSError: the disk refused; a file that could not be cut back is closed (the next write starts a new one).
+            FileNotFoundError: the file was removed; it is closed, and the next write starts a new one.
+        """
         if not self.pending:
             return
         self.ready()
         fd = self.fd
         assert fd is not None
         data = memoryview(b"".join(self.pending))
-        self.pending.clear()
-        while data:
-            try:
+        start = self.size
+        try:
+            while data:
                 written = _os_write(fd, data)
-            except OSError:
-                self.pending.append(bytes(data))  # kept for the next attempt: nothing logged is dropped
-                raise
-            self.size += written
-            data = data[written:]
+                self.size += written
+                data = data[written:]
+        except OSError:
+            if self.size != start:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    self.close()  # its torn end stays last in it: readers stop there, and nothing follows it
+                self.size = start
+            raise
+        if os.fstat(fd).st_nlink == 0:  # checked after the write: what was written before the removal went with it
+            self.close()
+            raise FileNotFoundError(errno.ENOENT, "the event file was removed", str(self.path))
+        self.pending.clear()
 
     def suspend(self) -> None:
         """Close the descriptor and keep the file current: the next write reopens it for appending."""
@@ -130,7 +149,7 @@ class RunFiles:
     def run(self, name: str) -> RunFile:
         file = self.runs.get(name)
         if file is None:
-            file = self.runs[name] = RunFile(self.logdir / name, EventFileNamer(self._suffix, self._pid))
+            file = self.runs[name] = RunFile(name, self.logdir / name, EventFileNamer(self._suffix, self._pid))
         return file
 
     def append(self, run: str, record: bytes) -> None:
@@ -157,6 +176,16 @@ class RunFiles:
             except Exception as e:
                 failed.append((run, e))
         return failed
+
+    def take_back(self, run: RunFile) -> list[bytes]:
+        """The records a failed `write()` left pending for `run`, taken out of it; a file made for them is removed
+        (the next write makes it again, with its header record)."""
+        records, run.pending = run.pending, []
+        if run.current and run.size == 0 and run.path is not None:
+            records = records[1:]  # the header record `open()` put first
+            run.close()
+            run.path.unlink(missing_ok=True)
+        return records
 
     def roll(self, roll_size: int) -> None:
         """Close each run's file that has reached its roll size: the next event starts a new file."""

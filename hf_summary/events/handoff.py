@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..defaults import HOLD_SIZE
 from .drain import RingDrain
 from .queue import EventQueue
 from .ring import EVENT, KEY, RingFull, RingReader, RingWriter, ScalarSlots, create
@@ -62,18 +63,20 @@ class SharedEventQueue:
             makes room.
         max_queue: the in-process queue's size, should the writer take over.
         filename_suffix: as tensorboardX's.
+        hold_size: bytes of events the companion holds in memory while the disk refuses them (events/held.py).
 
     Raises:
         OSError: the ring could not be made, or the companion could not take it (the caller writes in-process).
     """
 
     def __init__(self, logdir: str | os.PathLike[str], link: CompanionLink, *, ring_size: int, max_queue: int,
-                 filename_suffix: str = "") -> None:
+                 filename_suffix: str = "", hold_size: int = HOLD_SIZE) -> None:
         self.logdir = Path(logdir)
         self.closed = False  # an attribute, not a property: add_scalar reads it at every call
         self._link = link
         self._max_queue = max_queue
         self._suffix = filename_suffix
+        self._hold_size = hold_size  # bytes the companion (or this process) holds while the disk refuses events
         self._local: EventQueue | None = None  # set when this process writes the events itself
         self._lock = threading.RLock()  # key definitions, the take-over
         self._keys: dict[str, dict[str | None, int]] = {}  # run -> tag (None for the run itself) -> key of the ring
@@ -97,7 +100,8 @@ class SharedEventQueue:
         self.slots: ScalarSlots | None = self._slots
         try:
             self._ring_id, answer = link.attach(
-                fd, {"logdir": str(self.logdir.resolve()), "suffix": filename_suffix, "pid": os.getpid()},
+                fd, {"logdir": str(self.logdir.resolve()), "suffix": filename_suffix, "pid": os.getpid(),
+                     "hold_size": hold_size},
                 self.take_over)
         except BaseException:
             memory.close()
@@ -266,10 +270,11 @@ class SharedEventQueue:
     # Flush and close -------------------------------------------------------------------------------------------------
 
     def flush(self, roll_size: int | None = None, timeout: float | None = None) -> bool:
-        """Write everything handed off so far to disk and return once it is there (see `EventQueue.flush`).
+        """Write everything handed off so far to disk and return once it is there (see `EventQueue.flush`): False
+        while the disk refuses the events, which the companion holds in memory.
 
         Raises:
-            OSError: the disk refused the data; it stays in shared memory for the next flush.
+            OSError: the companion could not write the events for another cause; they stay in shared memory.
         """
         if self._local is None:
             self._wait_deferred()
@@ -288,7 +293,7 @@ class SharedEventQueue:
                     raise OSError(f"Could not write TensorBoard events to '{self.logdir}': {answer['error']}. The "
                                   "events stay in memory and are written at the next flush; free disk space or fix "
                                   "the folder's permissions.")
-                return True
+                return not answer.get("held")  # held in the companion's memory while the disk refuses them
         local = self._local
         assert local is not None
         self._drain_ring()
@@ -363,7 +368,8 @@ class SharedEventQueue:
         with self._lock:
             if self._local is not None or self.closed:
                 return
-            local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix)
+            local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix,
+                               hold_size=self._hold_size)
             self._drain = RingDrain(RingReader(self._memory), self.logdir, self._suffix, keys=self._names)
             self._drain.recover()  # what its last batch left half written is cut back, and read again
             self._drain_ring(local)
@@ -404,7 +410,8 @@ class SharedEventQueue:
         files."""
         if self.closed:
             return
-        local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix, synchronous=True)
+        local = EventQueue(self.logdir, max_queue=self._max_queue, filename_suffix=self._suffix, synchronous=True,
+                           hold_size=self._hold_size)
         self.slots = None
         self._local = local
         self._writer.after_fork_in_child()

@@ -16,10 +16,11 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..defaults import QUEUE_SIZE
+from ..defaults import HOLD_SIZE, QUEUE_SIZE
 from ..threads import start_thread
 from .encoding import ScalarEncoder
 from .files import RunFiles
+from .held import Held
 from .records import frame_record
 from .tbx import Event, WriterClosed, clean_tag
 
@@ -47,7 +48,7 @@ class _FlushRequest:
     def __init__(self, roll_size: int | None) -> None:
         self.roll_size = roll_size
         self.done = threading.Event()
-        self.error: BaseException | None = None
+        self.written = False  # everything before it is on disk, not held in memory
 
 
 class EventQueue:
@@ -57,13 +58,16 @@ class EventQueue:
         logdir: the writer's folder; runs are folders relative to it ("" is the logdir itself).
         max_queue: events that may wait in memory; past that, logging blocks until the thread catches up.
         filename_suffix: appended to each event file name, as in tensorboardX.
+        hold_size: bytes of events held in memory while the disk refuses them (events/held.py); logging never waits
+            on the disk.
     """
 
     def __init__(self, logdir: str | os.PathLike[str], *, max_queue: int = QUEUE_SIZE,
-                 filename_suffix: str = "", synchronous: bool = False) -> None:
+                 filename_suffix: str = "", synchronous: bool = False, hold_size: int = HOLD_SIZE) -> None:
         self.logdir = Path(logdir)
         self.max_queue = max(1, max_queue)
         self._suffix = filename_suffix
+        self._hold_size = hold_size
         self._reset()
         if synchronous:
             self._go_synchronous()
@@ -78,6 +82,7 @@ class EventQueue:
         self._queue: deque[tuple[Any, ...]] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._files = RunFiles(self.logdir, self._suffix)
+        self._held = Held(self.logdir, self._hold_size, logger.warning)
         self._scalars = ScalarEncoder(clean_tag)
         self.closed = False  # an attribute, not a property: add_scalar reads it at every call
         self.slots: ScalarSlots | None = None  # no ring to write into: every scalar is put (handoff.SharedEventQueue)
@@ -186,10 +191,8 @@ class EventQueue:
             timeout: seconds to wait at most; None waits until written.
 
         Returns:
-            True if everything was written within `timeout`.
-
-        Raises:
-            OSError: the disk refused the data (full, read-only); the data stays queued for the next flush.
+            True if everything was written within `timeout`; False too while the disk refuses the events (full,
+            read-only: the log says why), which are held in memory and written once it takes them.
         """
         request = _FlushRequest(roll_size)
         if self._synchronous:
@@ -206,12 +209,11 @@ class EventQueue:
         while not request.done.wait(_WAKE_INTERVAL):
             if not self._thread.is_alive() or (deadline is not None and time.monotonic() >= deadline):
                 return False
-        if request.error is not None:
-            raise request.error
-        return True
+        return request.written
 
     def close(self, timeout: float | None = None) -> None:
-        """Write everything, close the files (fsynced) and end the thread."""
+        """Write everything, close the files (fsynced) and end the thread; what the disk still refuses is lost, and
+        said so."""
         if self.closed:
             return
         try:
@@ -222,12 +224,17 @@ class EventQueue:
                 self._cond.notify_all()
             if not self._synchronous:
                 self._thread.join(timeout)
+            if not self._thread_running():
+                self._held.lose()
             for run, e in self._files.close():
                 logger.error("Could not close event file %s: %s", run.path, e)
 
     def open_files(self) -> list[Path]:
         """The event files still open for appending; every other event file of this writer is final."""
         return self._files.open_files()
+
+    def _thread_running(self) -> bool:
+        return not self._synchronous and self._thread.is_alive()
 
     @property
     def alive(self) -> bool:
@@ -252,6 +259,8 @@ class EventQueue:
                 self._write_batch(queue)
             elif closing:
                 return
+            elif self._held:
+                self._write_files()  # nothing logged for a while: what is held is tried again all the same
 
     def _write_batch(self, queue: deque[tuple[Any, ...]]) -> None:
         # Drain what is there now; items appended meanwhile wait for the next batch.
@@ -288,20 +297,34 @@ class EventQueue:
         else:
             self._complete_flush(item[1])
 
-    def _write_files(self) -> Exception | None:
-        failed = self._files.write()
-        for run, e in failed:
-            logger.error("Could not write event file %s (the events stay queued in memory): %s",
-                         run.path or run.folder, e)
-        return failed[-1][1] if failed else None
+    def _write_files(self, force: bool = False) -> bool:
+        """Write what is pending, after what is held; what the disk refuses is held (`held.py`), so that the queue
+        is emptied whatever the disk does. True if nothing is held."""
+        held, files = self._held, self._files
+        if not held.write(self._write_run, force):
+            for run in files.runs.values():  # behind what is held, in order
+                for record in run.pending:
+                    held.add(run.name, record)
+                run.pending.clear()
+            return False
+        failed = files.write()
+        for run, error in failed:
+            held.hold(error if isinstance(error, OSError) else OSError(str(error)))
+            for record in files.take_back(run):
+                held.add(run.name, record)
+        return not failed
+
+    def _write_run(self, run: str, data: bytes) -> Exception | None:
+        file = self._files.run(run)
+        file.pending.append(data)
+        failed = self._files.write([file])
+        if failed:
+            self._files.take_back(file)
+            return failed[0][1]
+        return None
 
     def _complete_flush(self, request: _FlushRequest) -> None:
-        error = self._write_files()
-        if error is not None:
-            request.error = OSError(
-                f"Could not write TensorBoard events to '{self.logdir}': {error}. The events stay in memory and are "
-                "written at the next flush; free disk space or fix the folder's permissions."
-            )
-        elif request.roll_size is not None:
+        request.written = self._write_files(force=True)
+        if request.written and request.roll_size is not None:
             self._files.roll(request.roll_size)
         request.done.set()

@@ -24,7 +24,8 @@ from .local_writer import LocalSummaryWriter, default_logdir
 from .process import STATE
 from .upload.errors import BudgetSpent, HubAuthError, describe
 from .upload.hub import is_offline
-from .upload.schedule import ScheduleMember, open_schedule
+from .upload.member import ScheduleMember
+from .upload.schedule import open_schedule
 from .upload.spec import UploadSpec
 from .upload.uploader import Uploader, default_roll_size
 from .validation import split_handle, validate_arguments

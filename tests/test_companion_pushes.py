@@ -21,7 +21,7 @@ import pytest
 from hf_summary import HFSummaryWriter, companion
 from hf_summary.companion import RemoteMember
 from hf_summary.testing import LocalHub
-from hf_summary.upload.schedule import ScheduleMember
+from hf_summary.upload.member import ScheduleMember
 
 from .helpers import download_run, scalars, wait_until
 

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from .. import defaults
 from ..process import STATE
 from ..threads import start_thread
+from ..upload.member import failed
 from .protocol import NOSIGNAL, NUDGE, TOKEN_VARIABLES, encode, error_of, future_outcome
 
 if TYPE_CHECKING:
-    from ..upload.schedule import ScheduleMember
+    from ..upload.member import ScheduleMember
     from ..upload.spec import UploadSpec
 
 logger = logging.getLogger(__name__)
@@ -284,9 +285,9 @@ class RemoteMember:
             self.take_over()
             return self._here(again)
         except concurrent.futures.TimeoutError:
-            return _failed(_push_error(f"The companion process did not answer within {_ANSWER_WAIT:.0f}s"))
+            return failed(_push_error(f"The companion process did not answer within {_ANSWER_WAIT:.0f}s"))
         if "push" not in reply:
-            return _failed(error_of(reply.get("error") or "no answer"))
+            return failed(error_of(reply.get("error") or "no answer"))
         push_id = int(reply["push"])
         with self._lock:
             outer = self._outcomes.get(push_id)
@@ -342,12 +343,12 @@ class RemoteMember:
     def _here(self, call: Callable[[ScheduleMember], Future]) -> Future:
         """`call` on the schedule in this process; failed when there is none (stopped, or a forked child)."""
         from ..upload.errors import SchedulerStopped
-        from ..upload.schedule import forked_child_error
+        from ..upload.member import forked_child_error
 
         if self._owner != os.getpid():
-            return _failed(forked_child_error(self._owner))
+            return failed(forked_child_error(self._owner))
         if self._local is None:
-            return _failed(SchedulerStopped("This writer's pushes are stopped; use `hf-summary sync` to push."))
+            return failed(SchedulerStopped("This writer's pushes are stopped; use `hf-summary sync` to push."))
         return call(self._local)
 
     def _ask(self, message: dict[str, Any], again: Callable[[ScheduleMember], Future]) -> Future:
@@ -377,12 +378,6 @@ def _log(record: dict[str, Any]) -> None:
         logging.getLogger(str(record["name"])).log(int(record["level"]), "%s", record["message"])
     except (KeyError, TypeError, ValueError):
         pass
-
-
-def _failed(error: BaseException) -> Future:
-    future: Future = Future()
-    future.set_exception(error)
-    return future
 
 
 def _push_error(reason: str) -> BaseException:

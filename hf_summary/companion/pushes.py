@@ -18,7 +18,7 @@ from ..process import STATE
 from .rings import Ring
 
 if TYPE_CHECKING:
-    from ..upload.schedule import ScheduleMember
+    from ..upload.member import ScheduleMember
     from .protocol import Watch
 
 

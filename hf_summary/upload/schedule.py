@@ -18,7 +18,7 @@ import os
 import threading
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from .. import defaults
 from ..process import STATE
@@ -26,7 +26,7 @@ from ..threads import Timer, start_thread
 from .errors import BudgetSpent, HubAuthError, PushError, SchedulerStopped, describe, root_cause
 from .hub import THREAD_PREFIX
 from .machine import MachineRegistry
-from .progress import FinalPushProgress
+from .member import Kind, Member, ScheduleMember, failed, forked_child_error
 from .pusher import Clock, Pusher, PushResult, Wait
 from .quota import Quota
 from .retry import RetryPolicy
@@ -35,9 +35,6 @@ from .uploader import Uploader
 
 logger = logging.getLogger(__name__)
 
-# scheduled: the interval's push, which may skip a turn or wait for the budget and carry more; asked: trigger(),
-# pushed at once; final: a writer's close() or a one-off push, which waits for the budget up to its deadline.
-Kind = Literal["scheduled", "asked", "final"]
 
 _SKIP_WITHIN = 0.9  # a scheduled push skips its turn when the machine pushed less than this many intervals ago
 _BUDGET_RECHECK = 60.0  # seconds between two looks at the history while a one-off push waits for the budget
@@ -52,15 +49,6 @@ def _settle(future: Future, result: Any = None, error: BaseException | None = No
             future.set_exception(error)
     except InvalidStateError:
         pass
-
-
-@dataclass(eq=False)
-class Member:
-    """One logdir the schedule pushes, and what its writer asked for."""
-
-    uploader: Uploader
-    every: float  # minutes
-    push_timeout: float | None  # seconds a trigger() of this member waits at most; None for no limit
 
 
 @dataclass(eq=False)
@@ -197,9 +185,9 @@ class Schedule:
         """
         with self._lock:
             if self._owner != os.getpid():
-                return _failed(forked_child_error(self._owner))
+                return failed(forked_child_error(self._owner))
             if self._stop.is_set():
-                return _failed(SchedulerStopped("The writer's pushes are stopped; use `hf-summary sync` to push."))
+                return failed(SchedulerStopped("The writer's pushes are stopped; use `hf-summary sync` to push."))
             if self._request is None:
                 self._request = _Request(kind, self._take_next())
             request = self._request
@@ -499,105 +487,3 @@ def open_schedule(spec: UploadSpec, *, token: str | None = None, every: float = 
         if not isinstance(STATE.quota, Quota):
             STATE.quota = Quota()
     return Schedule(pusher, every=every, enabled=enabled, membership=membership, quota=STATE.quota)
-
-
-class ScheduleMember:
-    """One writer's handle on its target's schedule (`writer.scheduler`): `trigger()`, `next_push()`, `stop()`,
-    and the final push at close."""
-
-    def __init__(self, schedule: Schedule, member: Member) -> None:
-        self.schedule = schedule
-        self._member = member
-        self._left = False
-
-    @property
-    def enabled(self) -> bool:
-        """False offline (HF_HUB_OFFLINE): nothing is pushed, and `trigger()` resolves to None at once."""
-        return self.schedule.enabled
-
-    @property
-    def stopped(self) -> bool:
-        """Whether this writer's logdir is no longer pushed (it left, or the schedule stopped)."""
-        return self._left or self.schedule.stopped
-
-    @property
-    def alive(self) -> bool:
-        """Whether the schedule's thread is running (it may still serve other writers after this one left)."""
-        return self.schedule.alive
-
-    @property
-    def name(self) -> str:
-        """The target, as `namespace/name` once the Hub has answered."""
-        return self.schedule.name
-
-    @property
-    def connected(self) -> Future:
-        """The schedule's first contact with the Hub: the target's full name, or what stopped it."""
-        return self.schedule.connected
-
-    @property
-    def last_future(self) -> Future | None:
-        """The Future of the schedule's latest push, scheduled or triggered."""
-        return self.schedule.last_future
-
-    def next_push(self) -> Future:
-        """The Future of the next push, scheduled or triggered, without asking for one."""
-        return self.schedule.next_push()
-
-    def trigger(self, timeout: float | None = None) -> Future:
-        """Push now; the Future resolves to the commit info, or None if nothing had changed.
-
-        Everything logged before this call is in that commit. If a push is already waiting to start, its Future is
-        returned instead of queueing another. A push that fails, or has not finished after `timeout` seconds (the
-        writer's `push_timeout` by default), fails the Future with `PushError`; its files stay pending.
-
-        Args:
-            timeout: seconds before the Future fails with `PushError` if the push has not finished.
-
-        Example:
-            ```py
-            >>> writer.scheduler.trigger().result()   # push now and wait for the commit
-            ```
-        """
-        if self._left:
-            return _failed(SchedulerStopped("This writer's pushes are stopped; use `hf-summary sync` to push."))
-        timeout = self._member.push_timeout if timeout is None else timeout
-        return self.schedule.trigger(None if timeout is None else self.schedule.clock() + timeout)
-
-    def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop pushing this writer's logdir; the thread ends at once when no other writer shares it."""
-        if self._left:
-            return
-        self._left = True
-        with self.schedule.membership:  # no writer may join a schedule that is about to stop
-            if self.schedule.leave(self._member):
-                self.schedule.stop(timeout)
-
-    def close(self, timeout: float) -> Any:
-        """Final push, waiting at most `timeout` seconds (and for the target's budget within it), then stop.
-
-        Raises:
-            PushError: the push failed, or the budget or the Hub did not let it finish in time.
-        """
-        if self.stopped:
-            return None
-        future = self.schedule.trigger(deadline=self.schedule.clock() + timeout, kind="final")
-        progress = FinalPushProgress(f"Final push to {self.schedule.name}")
-        try:
-            # The Future fails with PushError at the deadline; waiting a little longer lets that error arrive first.
-            return progress.wait(future, timeout + 5)
-        finally:
-            self.stop(timeout=1.0)
-
-
-def forked_child_error(owner: int) -> SchedulerStopped:
-    """What a push asked for in a forked child of the process that runs the writer's pushes is answered with."""
-    return SchedulerStopped(
-        f"This writer's uploads belong to process {owner}, and this is a forked child of it: the parent pushes what "
-        "this process logs to its files; or create a new HFSummaryWriter here.")
-
-
-def _failed(error: BaseException) -> Future:
-    future: Future = Future()
-    future.set_exception(error)
-    return future

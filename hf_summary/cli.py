@@ -305,10 +305,10 @@ def _in_the_bucket(bucket_id: str, prefix: str, token: str | None) -> tuple[dict
     from huggingface_hub import BucketFile, HfApi
     from huggingface_hub.errors import BucketNotFoundError, EntryNotFoundError
 
-    from .upload.hub import _AuthErrors
+    from .upload.auth import AuthErrors
 
     folder = prefix.strip("/")
-    with _AuthErrors("list the bucket", token, "--token"):
+    with AuthErrors("list the bucket", token, "--token"):
         try:
             entries = list(HfApi(token=token).list_bucket_tree(bucket_id, prefix=folder or None, recursive=True))
         except BucketNotFoundError:

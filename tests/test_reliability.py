@@ -50,7 +50,7 @@ def test_faulty_hub_loses_nothing_and_never_reaches_the_loop(hub: LocalHub, repo
     # about our threads' requests come to our log, on our Hub client's logger at DEBUG, and go nowhere else.
     routed = [r for r in caplog.records if r.getMessage().startswith("huggingface_hub: ")]
     assert routed
-    assert {(r.name, r.levelname) for r in routed} == {("hf_summary.upload.hub", "DEBUG")}
+    assert {(r.name, r.levelname) for r in routed} == {("hf_summary.upload.hooks", "DEBUG")}
     assert [r.getMessage() for r in caplog.records
             if r.name.startswith("huggingface_hub") and r.levelno < logging.ERROR] == []  # none printed
     # What huggingface_hub gives up on, our retry policy retries: at INFO on its own logger, bounded.

@@ -6,11 +6,13 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import SchedulerStopped
 from .progress import FinalPushProgress
-from .uploader import Uploader
+
+if TYPE_CHECKING:  # the companion imports this module while it waits: no filelock, no huggingface_hub then
+    from .uploader import Uploader
 
 # scheduled: the interval's push, which may skip a turn or wait for the budget and carry more; asked: trigger(),
 # pushed at once; final: a writer's close() or a one-off push, which waits for the budget up to its deadline.

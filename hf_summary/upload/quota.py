@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .hub import THREAD_PREFIX
+from .hooks import THREAD_PREFIX
 
 RESERVE = 0.1  # of the window's quota, left to the user's own calls and to the final pushes
 

@@ -24,7 +24,7 @@ from .. import defaults
 from ..process import STATE
 from ..threads import Timer, start_thread
 from .errors import BudgetSpent, HubAuthError, PushError, SchedulerStopped, describe, root_cause
-from .hub import THREAD_PREFIX
+from .hooks import THREAD_PREFIX
 from .machine import MachineRegistry
 from .member import Kind, Member, ScheduleMember, failed, forked_child_error
 from .pusher import Clock, Pusher, PushResult, Wait

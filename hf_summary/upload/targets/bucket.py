@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..auth import AuthErrors
 from ..errors import PartlySent
-from ..hub import _AuthErrors, our_calls, quiet_operation, recovering_xet
+from ..hooks import our_calls, quiet_operation
 from ..plan import read_prefix
+from ..xet import recovering_xet
 from .base import Pace
 
 if TYPE_CHECKING:
@@ -97,7 +99,7 @@ class BucketTarget:
 
     def connect(self) -> str:
         if not self._ready:
-            with _AuthErrors("create the bucket", self._token, self._token_option):
+            with AuthErrors("create the bucket", self._token, self._token_option):
                 url = self.api.create_bucket(self.bucket_id, private=self._private, exist_ok=True)
             self.bucket_id = getattr(url, "bucket_id", None) or self.bucket_id
             self._ready = True
@@ -124,7 +126,7 @@ class BucketTarget:
 
         receipt = BatchReceipt(f"batch-{os.getpid()}-{next(self._batches)}")
         quiet = not self._interactive  # background pushes draw no bar
-        with _AuthErrors("write to the bucket", self._token, self._token_option), our_calls(quiet=quiet):
+        with AuthErrors("write to the bucket", self._token, self._token_option), our_calls(quiet=quiet):
             longer = self._longer_on_the_bucket(operations)
             if longer:
                 logger.info("Not overwriting %d file(s) of %s that the bucket holds longer: %s", len(longer),

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from ... import defaults
-from ..hub import quiet_operation
+from ..hooks import quiet_operation
 from ..plan import FilePrefix, read_prefix
 from .base import Pace
 

@@ -150,3 +150,18 @@ def test_the_training_process_killed_mid_push_is_pushed_by_its_companion(hub: Lo
                timeout=180, what="the companion's last push and exit")
     run = download_run(hub, repo_id, f"tensorboard/{logdir.name}", tmp_path / "dl")
     assert scalars(run, "loss") == [(step, float(step)) for step in range(500)]
+
+
+def test_a_live_bucket_run_asks_for_one_write_token_not_one_a_push(hub: LocalHub, repo_id: str,
+                                                                    logdir: Path) -> None:
+    with HFSummaryWriter(f"hf://buckets/{repo_id}", logdir=str(logdir), commit_every=60) as writer:
+        writer.add_scalar("loss", 0.0, 0)
+        writer.scheduler.trigger().result(timeout=60)  # the bucket is created, the first token fetched
+        before = hub.stats
+        for step in range(1, 5):
+            writer.add_scalar("loss", float(step), step)
+            writer.scheduler.trigger().result(timeout=60)
+        after = hub.stats
+    assert after.bucket_batches - before.bucket_batches == 4
+    assert after.xet_tokens == before.xet_tokens  # the token of the first push serves the next four (on the old
+    # code: one a push, asked by hf_xet at each batch)

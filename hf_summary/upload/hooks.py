@@ -60,7 +60,8 @@ def _install_hooks() -> None:
       "Processing Files", "New Data Upload" and "Validating" bars on stderr, on a terminal or not, through
       `XetUploadProgressReporter`. Without the reporter hf_xet gets no progress callback and draws nothing itself.
     - `huggingface_hub.utils._xet.get_xet_session()` (line 643): the process's one `hf_xet.XetSession`, whose shard
-      cache (under HF_XET_CACHE) may promise chunks a CAS no longer has (`_OwnXetSession`).
+      cache (under HF_XET_CACHE) may promise chunks a CAS no longer has (`_OwnXetSession`), and whose upload
+      commits ask the Hub for a write token each time (`_SeededSession`).
     Each answer changes only in a thread inside one of our calls (`our_calls`); every other call, in any thread,
     gets huggingface_hub's own (HF_HUB_DISABLE_PROGRESS_BARS, `disable_progress_bars()`, its session), and the
     user's settings are left as they are.
@@ -81,11 +82,46 @@ def _install_hooks() -> None:
     if not getattr(get_session, "_hf_summary", False):
         @functools.wraps(get_session)
         def get_xet_session() -> Any:
-            own = OWN_SESSION.get() if getattr(_OURS, "own_session", False) else None
-            return own if own is not None else get_session()
+            if not getattr(_OURS, "own_session", False):
+                return get_session()
+            own = OWN_SESSION.get()
+            return _SeededSession(own if own is not None else get_session())
 
         get_xet_session._hf_summary = True  # type: ignore[attr-defined]
         _xet.get_xet_session = get_xet_session
+
+
+class _SeededSession:
+    """A Xet session whose upload commits start with a write token that is still valid, where huggingface_hub would
+    have hf_xet ask the Hub for a new one.
+
+    `HfApi._batch_bucket_files` (huggingface_hub 2.4.0) opens each batch's upload with only `token_refresh_url`, so
+    hf_xet requests a write token (`GET /api/buckets/{id}/xet-write-token`) at every push: half of a live bucket
+    run's requests to the Hub. hf_xet takes a token to start with (`XetSession.new_upload_commit(endpoint, token,
+    token_expiry_unix_secs, ...)`, its docstring) and still refreshes it through the URL when it nears expiry;
+    huggingface_hub's own cache of write tokens (`utils._xet._fetch_xet_connection_info_with_url`: by URL and
+    authorization, renewed 60 s before expiry) supplies it, with one request per token's life.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    def new_upload_commit(self, **kwargs: Any) -> Any:
+        url = kwargs.get("token_refresh_url")
+        if url and kwargs.get("token") is None and kwargs.get("endpoint") is None:
+            from huggingface_hub.utils._xet import _fetch_xet_connection_info_with_url
+
+            try:
+                info = _fetch_xet_connection_info_with_url(url, dict(kwargs.get("token_refresh_headers") or {}))
+            except Exception as error:  # hf_xet asks for its own token, as without us
+                logger.debug("No Xet write token to start the upload with: %s", error)
+            else:
+                kwargs.update(endpoint=info.endpoint, token=info.access_token,
+                              token_expiry_unix_secs=info.expiration_unix_epoch)
+        return self._session.new_upload_commit(**kwargs)
 
 
 @contextmanager

@@ -214,14 +214,17 @@ class RemoteMember:
 
     def _on_connected(self, answer: Future) -> None:
         error = answer.exception()
+        refused = False
         if error is None:
             reply = answer.result()
             if "name" in reply:
                 self._name = reply["name"]
                 self.connected.set_result(reply["name"])
                 return
-            error = error_of(reply.get("error") or reply.get("refused") or "no answer")
-        if isinstance(error, CompanionGone):
+            # Refused: this companion cannot push for this writer (it pushes to another endpoint).
+            refused = "refused" in reply
+            error = error_of(reply.get("error") or "no answer")
+        if refused or isinstance(error, CompanionGone):
             self.take_over()
             assert self._local is not None
             self._local.connected.add_done_callback(lambda f: _copy(f, self.connected))

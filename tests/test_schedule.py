@@ -419,16 +419,14 @@ def test_once_pushes_again_after_each_failure_until_its_deadline(tmp_path: Path)
     policy = RetryPolicy(attempts=1, base=1.0, cap=8.0)
     committer, _ = _committer(tmp_path, client, clock, policy=policy)
     client.failures = [HubError(503) for _ in range(3)]
-    committer.deadline = clock() + 1000
-    info = committer.run(once=True)
+    info = committer.run(once=True, deadline=clock() + 1000)
     assert info.oid == "commit1" and client.calls == 4
     assert clock.waits == [policy.next_push_delay(n, float("inf")) for n in (1, 2, 3)] == [8.0, 16.0, 32.0]
 
     _log(tmp_path / "run", 1)
     client.failures = [HubError(503) for _ in range(3)]
-    committer.deadline = clock() + 20  # room for one more push only
     with pytest.raises(PushError, match="HTTP 503"):
-        committer.run(once=True)
+        committer.run(once=True, deadline=clock() + 20)  # room for one more push only
     assert client.calls == 6 and len(client.commits) == 1
 
 
@@ -442,9 +440,9 @@ def test_once_waits_for_the_budget_however_long_and_says_so(tmp_path: Path,
 
     client = SpentClient()
     committer, _ = _committer(tmp_path, client, clock, budget=2)
-    committer.deadline = clock() + 60  # the retry time left once a slot frees, not a limit on the wait for it
-    with caplog.at_level("INFO", logger="hf_summary.upload.schedule"):
-        info = committer.run(once=True)
+    with caplog.at_level("INFO", logger="hf_summary.upload.budget"):
+        # The deadline is the retry time left once a slot frees, not a limit on the wait for it.
+        info = committer.run(once=True, deadline=clock() + 60)
     assert info.oid == "commit1" and clock.now >= 4000
     assert "budget of me/run is spent: pushing in 3400s" in caplog.text
 
@@ -453,7 +451,6 @@ def test_hurry_pushes_a_waiting_one_off_push_whatever_the_budget(tmp_path: Path)
     clock = FakeClock()
     client = FakeClient(history=[100.0, 200.0])  # spent for the next hour
     committer, _ = _committer(tmp_path, client, clock, budget=2)
-    committer.deadline = clock() + 60
     waits = committer._wait
 
     def sigterm_during_the_wait(event: threading.Event, timeout: float) -> bool:
@@ -462,7 +459,7 @@ def test_hurry_pushes_a_waiting_one_off_push_whatever_the_budget(tmp_path: Path)
         return waits(event, min(timeout, 1.0))
 
     committer._wait = sigterm_during_the_wait
-    assert committer.run(once=True).oid == "commit1"
+    assert committer.run(once=True, deadline=clock() + 60).oid == "commit1"
     assert clock.now - 1000 < 60  # it did not wait for the hour's slot
 
 

@@ -285,11 +285,10 @@ class Companion:
                                          max_commits_per_hour=watches[0].get("max_commits_per_hour"), wait=self._wait)
                 for logdir, member_spec in members:
                     schedule.join(Uploader(logdir, member_spec))
-                schedule.deadline = self._deadline
                 self._schedule = schedule
                 if self._terminated:
                     schedule.hurry(self._deadline)
-                info = schedule.run(once=True)
+                info = schedule.run(once=True, deadline=self._deadline)
             except Exception as error:
                 logger.error("Could not push %s to %s (%s). Your logs are safe on disk; upload them with:\n%s",
                              names, spec.repo_id, describe(error), commands)

@@ -23,6 +23,7 @@ from typing import Any
 from .. import defaults
 from ..process import STATE
 from ..threads import Timer, start_thread
+from .budget import BudgetGate
 from .errors import BudgetSpent, HubAuthError, PushError, SchedulerStopped, describe, root_cause
 from .hooks import THREAD_PREFIX
 from .machine import MachineRegistry
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 
 _SKIP_WITHIN = 0.9  # a scheduled push skips its turn when the machine pushed less than this many intervals ago
-_BUDGET_RECHECK = 60.0  # seconds between two looks at the history while a one-off push waits for the budget
 
 
 def _settle(future: Future, result: Any = None, error: BaseException | None = None) -> None:
@@ -93,7 +93,7 @@ class Schedule:
         self.membership = membership or threading.RLock()
         self.enabled = enabled
         self.clock: Clock = pusher.clock
-        self.deadline: float | None = None  # of a one-off push (`run(once=True)`); a caller may bring it closer
+        self.deadline: float | None = None  # of a one-off push (`run(once=True, deadline=...)`; `hurry`)
         self._default_every = every
         self._retry: RetryPolicy = pusher.retry
         self._wait: Wait = pusher.wait  # the pusher's: a test's fake clock moves for both
@@ -106,10 +106,8 @@ class Schedule:
         self._failures = 0
         self._last_error: BaseException | None = None
         self._last_push = self.clock()
-        self._not_before = -math.inf  # a clock() value before which the target's budget takes no push
+        self.budget = BudgetGate(pusher.target, self.clock)
         self._once = False
-        self._budgeted = True  # False once a one-off push must go now, whatever the budget (`hurry`)
-        self._told_budget = False  # a one-off push says once that it waits for the budget
         self.last_future: Future | None = None
         self.connected: Future = Future()  # the first contact with the Hub, made when the loop starts
         self._thread: threading.Thread | None = None
@@ -261,11 +259,12 @@ class Schedule:
         if self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
-    def run(self, *, once: bool = False) -> Any:
+    def run(self, *, once: bool = False, deadline: float | None = None) -> Any:
         """Push on schedule until stopped; with `once`, push now and after each failure until one lands.
 
-        With `once`, failed pushes are tried again after the retry policy's backoff until `self.deadline` (None: a
-        single push), and the budget is waited for however long it takes (logged).
+        With `once`, failed pushes are tried again after the retry policy's backoff until `deadline` (a `clock()`
+        value; None: a single push; `hurry` may bring it closer), and the budget is waited for however long it
+        takes (logged).
 
         Returns:
             With `once`: the commit info of the push, or None if nothing had changed.
@@ -275,6 +274,8 @@ class Schedule:
         """
         self._connect()
         self._once = once
+        if deadline is not None:
+            self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
         if not once:
             while self.step():
                 pass
@@ -339,10 +340,10 @@ class Schedule:
         if request is not None:
             if request.kind != "final":
                 return -math.inf
-            return max(self._not_before, backoff) if self._once else self._not_before
+            return max(self.budget.not_before, backoff) if self._once else self.budget.not_before
         if self._failures:
             return backoff
-        return max(self._last_push + self._interval(), self._not_before)
+        return max(self._last_push + self._interval(), self.budget.not_before)
 
     def _interval(self) -> float:
         interval = self.pusher.target.paced(self.every * 60)
@@ -355,31 +356,20 @@ class Schedule:
         worth more than the budget); the handler's wake-up of the loop's wait is the caller's.
         """
         self.deadline = deadline if self.deadline is None else min(self.deadline, deadline)
-        self._budgeted = False
-        self._not_before = -math.inf
+        self.budget.hurry()
 
     def _held_back(self, request: _Request | None) -> bool:
         """Whether the target's budget holds this push back; a final push that cannot wait for it fails."""
-        if not self.enabled or not self.pusher.target.ready or not self._budgeted:
-            return False
-        hold = self.pusher.target.holdback()
+        hold = self.budget.hold(once=self._once) if self.enabled else 0.0
         if hold <= 0:
             return False
-        now = self.clock()
         if self._once:
-            # However long it takes, checked again every little while: the history may free a slot sooner (another
-            # writer's squash), and the Hub is the judge of it.
-            if not self._told_budget:
-                logger.info("The commit budget of %s is spent: pushing in %.0fs, when a slot frees", self.name, hold)
-                self._told_budget = True
-            self._not_before = now + min(hold, _BUDGET_RECHECK)
             if self.deadline is not None:
-                self.deadline += self._not_before - now  # the time to retry starts once a slot frees
+                self.deadline += hold  # the time to retry starts once a slot frees
             return True
-        self._not_before = now + hold
         if request is None:
             return True  # a scheduled push waits for the budget and carries more
-        if request.deadline is not None and self._not_before > request.deadline:
+        if request.deadline is not None and self.budget.not_before > request.deadline:
             with self._lock:
                 if self._request is request:
                     self._request = None

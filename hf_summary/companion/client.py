@@ -226,8 +226,7 @@ class RemoteMember:
             error = error_of(reply.get("error") or "no answer")
         if refused or isinstance(error, CompanionGone):
             self.take_over()
-            assert self._local is not None
-            self._local.connected.add_done_callback(lambda f: _copy(f, self.connected))
+            self._here(lambda local: local.connected).add_done_callback(lambda f: _copy(f, self.connected))
         else:
             self.connected.set_exception(error)
 
@@ -254,11 +253,9 @@ class RemoteMember:
         """Run the schedule in this process from now on (the companion ended, or cannot flush the writer's
         events); idempotent."""
         with self._lock:
-            if self._local is not None:
-                return
+            if self._local is not None or self._left:
+                return  # a stopped writer's pushes stay stopped
             self._local = self._take_over()
-            if self._left:
-                self._local.stop()
         self._link.leave(self._id)
 
     def trigger(self, timeout: float | None = None) -> Future:
@@ -368,8 +365,7 @@ class RemoteMember:
                 outcome.set_exception(error)
                 return
             self.take_over()
-            assert self._local is not None
-            again(self._local).add_done_callback(lambda f: _copy(f, outcome))
+            self._here(again).add_done_callback(lambda f: _copy(f, outcome))
 
         self._link.ask({**message, "watch": self._id}).add_done_callback(answered)
         return outcome

@@ -37,9 +37,11 @@ class HFSummaryWriter(LocalSummaryWriter):
     """A `tensorboardX.SummaryWriter` that also pushes its logdir to a Hub repo (or a Storage Bucket) every
     `commit_every` minutes.
 
-    Events are written locally first, by a background thread, and pushed by another. The training loop never waits
-    for the Hub and never sees its errors: if the Hub cannot be reached, logging goes on locally and the repo is
-    created and filled once it answers. Only complete records are uploaded, and each closed event file only once.
+    Each event is handed to the companion process (started with the first writer), which writes the event files and
+    pushes them; where none can run (`ring_size=None`, a forked child), threads of this process do. The training
+    loop never waits for the Hub and never sees its errors: if the Hub cannot be reached, logging goes on locally and
+    the repo is created and filled once it answers. Only complete records are uploaded, and each closed event file
+    only once.
 
     Args:
         repo_id: the repo to push to, `namespace/name` (or `name`, for your own namespace).

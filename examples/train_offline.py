@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def main() -> None:
         show(repo_id, f"tensorboard/{logdir.name}", work / "download")
     for scratch in ("hub", "download", "hf_home", "xet_cache"):  # the server's files, the copies: only the run stays
         shutil.rmtree(work / scratch, ignore_errors=True)
-    print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  hf-summary show {logdir}")
+    # The command as the virtualenv installed it: the README's commands do not put its bin/ on the PATH.
+    command = os.path.relpath(Path(sys.executable).parent / "hf-summary")
+    print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  {command} show {logdir}")
 
 
 def train(repo_id: str, logdir: Path) -> None:

@@ -29,21 +29,19 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import defaults
-from .upload.errors import http_status
-from .validation import BUCKET_HANDLE, REPO_TYPES, validate_path_in_repo, validate_repo_id
+from .source import HubSource, LocalSource, ReadError, check_exists, open_source
+from .validation import REPO_TYPES
 
 logger = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 5.0  # seconds between TensorBoard reloads (TensorBoard's own default)
 
 
-class ShowError(Exception):
-    """Why the runs cannot be shown, in words the user can act on."""
+ShowError = ReadError  # why the runs cannot be shown, in words the user can act on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,59 +139,38 @@ class HubRuns:
         mirror: the local folder every byte read is copied to, for offline viewing.
     """
 
-    def __init__(self, prefix: str, folder: str, *, bucket_id: str | None, repo_id: str | None, repo_type: str,
-                 revision: str | None, token: str | None, mirror: Path, name: str) -> None:
+    def __init__(self, source: HubSource, *, token: str | None) -> None:
         from huggingface_hub import HfApi, HfFileSystem
 
-        self.prefix = prefix
-        self.folder = folder
-        self.bucket_id = bucket_id
-        self.repo_id = repo_id
-        self.repo_type = repo_type
-        self.revision = revision
-        self.mirror = mirror
-        self.name = name
-        self.logdir = f"hf://{prefix}/{folder}".rstrip("/")
+        self.source = source
+        self.token = token
+        self.prefix = source.prefix
+        self.folder = source.folder
+        self.bucket_id = source.bucket_id
+        self.repo_id = source.repo_id
+        self.repo_type = source.repo_type
+        self.revision = source.revision
+        self.mirror = source.mirror
+        self.name = source.name
+        self.logdir = f"hf://{self.prefix}/{self.folder}".rstrip("/")
         self.api = HfApi(token=token)
         # Our own instance (not fsspec's per-thread ones); a bucket's listings follow its change feed.
-        self.fs = HfFileSystem(token=token, live_follow=bucket_id is not None, skip_instance_cache=True)
+        self.fs = HfFileSystem(token=token, live_follow=self.bucket_id is not None, skip_instance_cache=True)
         self.sha: str | None = None  # a repo's commit every read is pinned to (set by the reload thread only)
 
     def describe(self) -> str:
-        what = f"hf://{self.prefix}" if self.bucket_id else self.repo_id or self.prefix
-        return f"{what} ({self.folder + '/' if self.folder else '/'}, live)"
+        return f"{self.source.describe()[:-1]}, live)"
 
     def check(self) -> None:
         """Ask the Hub whether the repo or bucket exists and holds event files.
 
         Raises:
-            ShowError: it does not, or cannot be read.
+            ShowError: it does not, or cannot be read (the message says which).
         """
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+        from .read.fetch import list_event_files
 
-        kind = "bucket" if self.bucket_id else f"{self.repo_type} repo"
-        ident = self.bucket_id or self.repo_id
-        try:
-            if self.bucket_id is not None:
-                self.api.bucket_info(self.bucket_id)
-            self.refresh()
-            events = self._event_files()
-        except RevisionNotFoundError:
-            raise ShowError(f"The {kind} '{ident}' has no revision '{self.revision}'.") from None
-        except HfHubHTTPError as error:
-            # A 404 from bucket_info is a missing bucket, whether or not the server names it.
-            if isinstance(error, RepositoryNotFoundError | _bucket_not_found()) or (
-                    self.bucket_id is not None and http_status(error) == 404):
-                what = "bucket" if self.bucket_id else "repo id and --repo-type"
-                raise ShowError(f"'{ident}' is not a local folder, and no {kind} '{ident}' was found (or your token "
-                                f"cannot read it): check the path, or the {what}; if it is private, log in with "
-                                "`hf auth login` or pass --token.") from None
-            raise ShowError(f"Could not read the logs of '{ident}': {error}") from None
-        except OSError as error:
-            raise ShowError(f"Could not read the logs of '{ident}': {error}") from None
-        if not events:
-            raise ShowError(f"'{ident}' has no event files under '{self.folder or '/'}': pass the folder the writer "
-                            "used with --path-in-repo.")
+        self.sha = check_exists(self.source, token=self.token)
+        list_event_files(self.source, token=self.token, sha=self.sha)
 
     def refresh(self) -> None:
         """A repo: pin the reads to the revision's head commit, if it moved. A bucket: its change feed does it."""
@@ -251,12 +228,6 @@ class HubRuns:
         gfile.register_filesystem("hf", _hub_gfile(self))
 
 
-def _bucket_not_found() -> type[Exception]:
-    from huggingface_hub.errors import BucketNotFoundError
-
-    return BucketNotFoundError
-
-
 def _hub_gfile(runs: HubRuns) -> Any:
     """TensorBoard's gfile file system for `hf://`: fsspec's, through `runs.fs`, every read mirrored."""
     from tensorboard.compat.tensorflow_stub.io import gfile
@@ -286,83 +257,6 @@ def _hub_gfile(runs: HubRuns) -> Any:
     return HubGFile()
 
 
-@dataclass(frozen=True)
-class HubSource:
-    """A repo's or a bucket's folder of runs, as `show`, `read_scalars` and `notebook` name it.
-
-    Attributes:
-        target: as given: the repo id or `hf://buckets/ns/name`.
-        prefix: its `hf://` path without the protocol: `buckets/ns/name`, `ns/name`, `datasets/ns/name`.
-        folder: the folder of runs inside it ("" for the whole repo or bucket).
-        bucket_id: the bucket's id, None for a repo.
-        repo_id: the repo's id, None for a bucket.
-        revision: a repo's branch, tag or commit (None: main); None for a bucket.
-        mirror: the local folder keeping what was read of it, for offline reading (under `$HF_HOME/hf_summary/show/`).
-        name: the folder's own name (the repo's or bucket's name for its root).
-    """
-
-    target: str
-    prefix: str
-    folder: str
-    bucket_id: str | None
-    repo_id: str | None
-    repo_type: str
-    revision: str | None
-    mirror: Path
-    name: str
-
-    def describe(self) -> str:
-        """The source in words: `ns/name (tensorboard/)`."""
-        return f"{self.target} ({self.folder + '/' if self.folder else '/'})"
-
-
-def parse_source(
-    target: str,
-    *,
-    repo_type: str = defaults.REPO_TYPE,
-    revision: str | None = None,
-    path_in_repo: str | None = defaults.PATH_IN_REPO,
-) -> Path | HubSource:
-    """What `target` names: a local folder (when one exists at that path), or a repo's or bucket's folder of runs.
-
-    Raises:
-        ShowError: the target is neither a folder nor a repo id or bucket, or the arguments do not fit it.
-
-    Example:
-        ```py
-        >>> parse_source("hf://buckets/me/logs").prefix
-        'buckets/me/logs'
-        ```
-    """
-    from huggingface_hub import constants
-
-    local = Path(target)
-    if local.is_dir():
-        return local
-    try:
-        validate_path_in_repo(path_in_repo)
-    except ValueError as error:
-        raise ShowError(str(error)) from None
-    folder = (path_in_repo or "").strip("/")
-    if target.startswith(BUCKET_HANDLE):
-        bucket_id: str | None = target[len(BUCKET_HANDLE):].strip("/")
-        ident, prefix, kind = bucket_id, f"buckets/{bucket_id}", "bucket"
-        if revision is not None:
-            raise ShowError("A bucket has no revisions: drop --revision.")
-    else:
-        bucket_id, ident, kind = None, target, repo_type
-        prefix = target if repo_type == "model" else f"{repo_type}s/{target}"
-    try:
-        validate_repo_id(ident)
-    except ValueError as error:
-        raise ShowError(f"'{target}' is not a local folder, and not a repo id or bucket either: {error}") from None
-    slug = "--".join([f"{kind}s", *(ident or "").split("/")]) + (f"@{revision}" if revision else "")
-    mirror = Path(constants.HF_HOME) / "hf_summary" / "show" / slug / folder
-    name = folder.rsplit("/", 1)[-1] if folder else (ident or "").rsplit("/", 1)[-1]
-    return HubSource(target, prefix, folder, bucket_id, None if bucket_id else ident, repo_type, revision, mirror,
-                     name)
-
-
 def open_runs(
     target: str,
     *,
@@ -379,17 +273,16 @@ def open_runs(
     """
     from huggingface_hub import constants
 
-    source = parse_source(target, repo_type=repo_type, revision=revision, path_in_repo=path_in_repo)
-    if isinstance(source, Path):
-        return LocalRuns(source)
+    source = open_source(target, repo_type=repo_type, revision=revision, path_in_repo=path_in_repo, token=token)
+    if isinstance(source, LocalSource):
+        return LocalRuns(source.path)
     if constants.HF_HUB_OFFLINE:
         if not any(path.is_file() for path in source.mirror.rglob(defaults.ALLOW_PATTERNS)):
-            raise ShowError(f"HF_HUB_OFFLINE is set and nothing of '{target}' ({source.folder or '/'}) was shown "
-                            "before: run `hf-summary show` on it once online.")
+            raise ShowError(f"HF_HUB_OFFLINE is set and nothing of {source.describe()} was shown before: run "
+                            "`hf-summary show` on it once online.")
         return LocalRuns(source.mirror, name=source.name,
                          what=f"{source.describe()[:-1]}, offline: what was last read, from {source.mirror})")
-    runs = HubRuns(source.prefix, source.folder, bucket_id=source.bucket_id, repo_id=source.repo_id,
-                   repo_type=repo_type, revision=revision, token=token, mirror=source.mirror, name=source.name)
+    runs = HubRuns(source, token=token)
     runs.check()
     return runs
 

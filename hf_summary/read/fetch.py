@@ -13,20 +13,80 @@ bucket as it is.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..show import HubSource
-from ..upload.errors import http_status
-from .runs import is_event_file
+from ..source import (
+    HubSource,
+    ReadError,
+    check_exists,
+    hub_errors,
+    hub_folders_with_events,
+    is_event_file,
+    no_event_files,
+)
 
 logger = logging.getLogger(__name__)
 
 FETCH_SIZE = 16 * 1024 * 1024  # bytes asked in one range request
 
+__all__ = ["ReadError", "RemoteFile", "list_event_files", "sync_mirror"]
 
-class ReadError(Exception):
-    """Why the runs cannot be read, in words the user can act on."""
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An event file of a repo or bucket.
+
+    Attributes:
+        path: its path relative to the source's folder.
+        size: its size in bytes.
+        version: what changes whenever its content does (a bucket file's Xet hash, a repo file's blob id).
+    """
+
+    path: str
+    size: int
+    version: str | None = None
+
+
+def list_event_files(source: HubSource, *, token: str | None = None, sha: str | None = None) -> dict[str, RemoteFile]:
+    """The event files under `source`'s folder (a repo's at commit `sha`), by path relative to it.
+
+    Raises:
+        ReadError: there are none ("no event files under ..., found these folders: ..."), or the Hub refused.
+    """
+    files = _list(source, source.folder, token, sha)
+    events = {relpath: file for relpath, file in files.items() if is_event_file(relpath.rsplit("/", 1)[-1])}
+    if not events:
+        everything = list(_list(source, "", token, sha)) if source.folder else list(files)
+        raise no_event_files(f"'{source.folder or '/'}' in the {source.what}", hub_folders_with_events(everything),
+                             hub=True)
+    return events
+
+
+def _list(source: HubSource, folder: str, token: str | None, sha: str | None) -> dict[str, RemoteFile]:
+    """Every file under `folder` of the repo or bucket, by path relative to it (one listing, paginated)."""
+    from huggingface_hub import BucketFile, HfApi
+    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(token=token)
+    found: dict[str, RemoteFile] = {}
+    start = len(folder) + 1 if folder else 0
+    with hub_errors(source):
+        try:
+            if source.bucket_id is not None:
+                for entry in api.list_bucket_tree(source.bucket_id, prefix=folder or None, recursive=True):
+                    if isinstance(entry, BucketFile) and (not folder or entry.path.startswith(folder + "/")):
+                        found[entry.path[start:]] = RemoteFile(entry.path[start:], entry.size, entry.xet_hash)
+            else:
+                for item in api.list_repo_tree(source.ident, path_in_repo=folder or None, recursive=True,
+                                               revision=sha or source.revision, repo_type=source.kind):
+                    if isinstance(item, RepoFile) and (not folder or item.path.startswith(folder + "/")):
+                        found[item.path[start:]] = RemoteFile(item.path[start:], item.size, item.blob_id)
+        except EntryNotFoundError:  # the folder is not there
+            return {}
+    return found
 
 
 def sync_mirror(source: HubSource, *, token: str | None = None) -> Path:
@@ -51,27 +111,13 @@ def sync_mirror(source: HubSource, *, token: str | None = None) -> Path:
         return source.mirror
     from huggingface_hub import HfFileSystem
 
+    sha = check_exists(source, token=token)
+    events = list_event_files(source, token=token, sha=sha)
     fs = HfFileSystem(token=token, skip_instance_cache=True)
-    root = f"{source.prefix}/{source.folder}".rstrip("/")
-    with _Errors(source):
-        if source.bucket_id is None:
-            from huggingface_hub import HfApi
-
-            info = HfApi(token=token).repo_info(source.repo_id or "", repo_type=source.repo_type,
-                                                revision=source.revision)
-            root = f"{source.prefix}@{info.sha}/{source.folder}".rstrip("/")
-        try:
-            found = fs.find(root, detail=True)
-        except FileNotFoundError:
-            found = {}
-        assert isinstance(found, dict)  # detail=True: entries by path
-        events = {path[len(root):].lstrip("/"): int(entry["size"]) for path, entry in found.items()
-                  if entry.get("type") == "file" and is_event_file(path.rsplit("/", 1)[-1])}
-        if not events:
-            raise ReadError(f"{source.describe()} holds no event files: pass the folder the writer used with "
-                            "path_in_repo (--path-in-repo).")
-        for relpath, size in sorted(events.items()):
-            _fetch_new_bytes(fs, f"{root}/{relpath}", size, source.mirror / relpath)
+    root = f"{source.prefix}@{sha}/{source.folder}" if sha else f"{source.prefix}/{source.folder}"
+    with hub_errors(source):
+        for relpath, remote in sorted(events.items()):
+            _fetch_new_bytes(fs, f"{root.rstrip('/')}/{relpath}", remote.size, source.mirror / relpath)
     for path in source.mirror.rglob("*"):  # files deleted from the Hub since they were fetched
         if is_event_file(path.name) and path.is_file() and path.relative_to(source.mirror).as_posix() not in events:
             path.unlink()
@@ -97,30 +143,3 @@ def _fetch_new_bytes(fs: Any, path: str, size: int, target: Path) -> None:
                 raise ReadError(f"The Hub gave {have} bytes of {path} instead of {size}: read again.")
             local.write(data)
             have += len(data)
-
-
-class _Errors:
-    """Turn the Hub's errors into ReadErrors that say what to check."""
-
-    def __init__(self, source: HubSource) -> None:
-        self.source = source
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-        source = self.source
-        what = "bucket" if source.bucket_id else f"{source.repo_type} repo"
-        ident = source.bucket_id or source.repo_id
-        if isinstance(error, RevisionNotFoundError):
-            raise ReadError(f"The {what} '{ident}' has no revision '{source.revision}'.") from None
-        if isinstance(error, RepositoryNotFoundError) or (
-                isinstance(error, HfHubHTTPError) and http_status(error) in (401, 403, 404)):
-            check = "bucket name" if source.bucket_id else "repo id and repo_type"
-            raise ReadError(f"'{source.target}' is not a local folder, and no {what} '{ident}' was found (or your "
-                            f"token cannot read it): check the path or the {check}; if it is private, log in with "
-                            "`hf auth login` or pass a token.") from None
-        if isinstance(error, HfHubHTTPError | OSError) and not isinstance(error, FileNotFoundError):
-            raise ReadError(f"Could not read the logs of '{ident}': {error}") from None

@@ -298,11 +298,16 @@ class hub_errors:  # noqa: N801 - used as `with hub_errors(source):`
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> None:
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         from .upload.errors import http_status
 
-        if error is None:
+        if error is None or isinstance(error, EntryNotFoundError):  # a file or folder: the caller's to handle
             return
         source = self.source
         if isinstance(error, RevisionNotFoundError):

@@ -25,11 +25,12 @@ from ..read.fetch import RemoteFile, list_event_files, remove_stale
 from ..source import HubSource, LocalSource, ReadError, Source, check_exists, open_source
 from ..validation import REPO_TYPES
 from .mirror import Mirror
-from .server import RELOAD_INTERVAL, Board
+from .server import RELOAD_INTERVAL, Board, preload
 
 logger = logging.getLogger(__name__)
 
 ShowError = ReadError  # why the runs cannot be shown, in words the user can act on
+FIRST_FETCH_WAIT = 1.0  # seconds the data server waits for the mirror's first fetch before it reads it
 
 __all__ = ["RELOAD_INTERVAL", "ShowError", "Shown", "add_arguments", "main", "open_show"]
 
@@ -83,6 +84,7 @@ def main(args: argparse.Namespace) -> None:
         signal.signal(sig, stop)
     if args.reload_interval <= 0:
         raise ShowError(f"--reload-interval must be a positive number of seconds, got {args.reload_interval}.")
+    preload()  # TensorBoard's imports, while the Hub is asked
     shown = open_show(args.target, repo_type=args.repo_type, revision=args.revision, path_in_repo=args.path_in_repo,
                       token=args.token)
     try:
@@ -133,10 +135,13 @@ class Shown:
             self.folder.mkdir(parents=True, exist_ok=True)
             remove_stale(self.source, self.listing)
             root_is_run = any("/" not in relpath for relpath in self.listing)
-            # Fetching starts first: TensorBoard starts while the bytes come, and reads them as they land.
             self.mirror = Mirror(self.source, self.listing, self.sha, token=self.token, interval=reload_interval,
                                  on_change=board.changed).start()
+            # The data server reads the mirror at once, then every second: started once the first fetch is done
+            # (or has taken a while), it finds the whole run in its first read.
+            self.mirror.synced.wait(FIRST_FETCH_WAIT)
         try:
+            board.spawn_loader(root_is_run=root_is_run)  # it reads while TensorBoard starts
             return board.start(root_is_run=root_is_run)
         except BaseException:
             self.stop()

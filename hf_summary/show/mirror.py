@@ -76,7 +76,7 @@ class Mirror:
         self._wake.set()
         if self._follower is not None:
             self._follower.stop()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=2)  # a fetch under way ends with the process (a daemon thread)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ following

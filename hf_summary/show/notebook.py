@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from .. import defaults
 from . import RELOAD_INTERVAL, open_show
+from .server import preload
 
 
 def notebook(
@@ -44,6 +45,7 @@ def notebook(
         >>> hf_summary.notebook("hf://buckets/me/logs")
         ```
     """
+    preload()  # TensorBoard's imports, while the Hub is asked
     shown = open_show(os.fspath(source), repo_type=repo_type, revision=revision, path_in_repo=path_in_repo,
                       token=token)
     url = shown.start(port=0, reload_interval=reload_interval)

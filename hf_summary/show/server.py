@@ -37,6 +37,22 @@ FAST_RELOAD = 1  # seconds between the data server's reloads: its smallest (whol
 START_TIMEOUT = 30.0  # seconds for the data server to write its port
 
 
+def preload() -> threading.Thread:
+    """Import TensorBoard's server modules in a thread (half a second of imports), while the caller asks the Hub:
+    whoever imports them next waits only for what is left."""
+
+    def load() -> None:
+        try:
+            import tensorboard.data.server_ingester  # noqa: F401
+            import tensorboard.program  # noqa: F401
+        except ImportError:  # said when TensorBoard is used
+            pass
+
+    thread = threading.Thread(target=load, name="hf_summary-show-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 class Board:
     """TensorBoard serving the runs of `logdir` from threads of this process.
 
@@ -67,7 +83,34 @@ class Board:
         self._view: Path | None = None  # the folder of one symlink, when `logdir` is itself a run
         self._provider = _Provider()
         self._ingester: Any = None
+        self._spawned: DataServer | None = None  # started before TensorBoard, connected when it asks
+        self._fallback = ""  # why the fast loader cannot run, when it cannot
         self._lock = threading.Lock()
+
+    def spawn_loader(self, *, root_is_run: bool | None = None) -> None:
+        """Start the fast loader's process now, so that it reads the folder while TensorBoard starts (`start` does
+        it otherwise).
+
+        Args:
+            root_is_run: whether `logdir` itself holds event files (None: look); such a run is named after it.
+        """
+        if root_is_run is None:
+            root_is_run = self.folder.is_dir() and any(
+                is_event_file(entry.name) for entry in os.scandir(self.folder) if entry.is_file())
+        if root_is_run and self._view is None:
+            self.logdir = self._make_view()
+        if self.fast is False or self._spawned is not None or self._fallback:
+            return
+        try:
+            from tensorboard.data import server_ingester
+        except ImportError:
+            return  # start() says TensorBoard is missing
+        try:
+            server = DataServer(server_ingester.get_server_binary(), self.logdir)
+            server.spawn()
+            self._spawned = server
+        except (server_ingester.NoDataServerError, OSError) as error:
+            self._fallback = str(error)
 
     def start(self, *, root_is_run: bool | None = None) -> str:
         """Start TensorBoard and return its URL.
@@ -82,10 +125,7 @@ class Board:
             from tensorboard import program
         except ImportError:
             raise ReadError("`hf-summary show` needs TensorBoard: pip install 'hf-summary[tensorboard]'.") from None
-        if root_is_run is None:
-            root_is_run = any(is_event_file(entry.name) for entry in os.scandir(self.folder) if entry.is_file())
-        if root_is_run:
-            self.logdir = self._make_view()
+        self.spawn_loader(root_is_run=root_is_run)
         board = self
 
         class Program(program.TensorBoard):  # type: ignore[misc]
@@ -120,8 +160,14 @@ class Board:
 
         if self.fast is not False:
             try:
-                server = DataServer(server_ingester.get_server_binary(), self.logdir, flags)
-                self._provider.serve(server.start())
+                if self._fallback:
+                    raise server_ingester.NoDataServerError(self._fallback)
+                with self._lock:
+                    server, self._spawned = self._spawned, None
+                if server is None:
+                    server = DataServer(server_ingester.get_server_binary(), self.logdir)
+                    server.spawn()
+                self._provider.serve(server.connect(flags.grpc_creds_type))
                 self.loader = "fast"
                 return self._provider, None
             except (server_ingester.NoDataServerError, server_ingester.DataServerStartupError, OSError) as error:
@@ -138,12 +184,16 @@ class Board:
         """The folder changed: new bytes (the Python loader reloads now; the data server sees them within
         `FAST_RELOAD` s), or (`replaced`) a file was replaced or deleted, and the loader starts over."""
         with self._lock:
-            if self.loader == "fast" and replaced:
+            if replaced and self._spawned is not None:  # started, not yet asked by TensorBoard: start it again
+                self._spawned.stop()
+                self._spawned = DataServer(self._spawned.binary, self.logdir)
+                self._spawned.spawn()
+            elif self.loader == "fast" and replaced and self._provider.server is not None:
                 old = self._provider.server
-                assert old is not None
-                server = DataServer(old.binary, self.logdir, old.flags)
+                server = DataServer(old.binary, self.logdir)
                 try:
-                    self._provider.serve(server.start())
+                    server.spawn()
+                    self._provider.serve(server.connect(old.credentials))
                 except Exception as error:  # the old one keeps serving what it read
                     logger.warning("Could not restart TensorBoard's data server: %s", error)
             elif self.loader == "python":
@@ -153,6 +203,9 @@ class Board:
         """Stop the data server and remove the view folder; TensorBoard's threads end with the process."""
         with self._lock:
             self._provider.serve(None)
+            if self._spawned is not None:
+                self._spawned.stop()
+                self._spawned = None
             if self._ingester is not None:
                 self._ingester.stop()
         if self._view is not None:
@@ -186,38 +239,41 @@ class _Provider:
 
 
 class DataServer:
-    """One run of TensorBoard's data server on `logdir`, as TensorBoard starts it with `--load_fast=true` (the same
-    flags), but polled for its port every 20 ms instead of 500 ms."""
+    """One run of TensorBoard's data server on `logdir`, with the flags TensorBoard gives it with `--load_fast=true`
+    (TensorBoard's default sampling), polled for its port every 20 ms instead of 500 ms."""
 
-    def __init__(self, binary: Any, logdir: Path, flags: Any) -> None:
+    def __init__(self, binary: Any, logdir: Path) -> None:
         self.binary = binary
         self.logdir = logdir
-        self.flags = flags
+        self.credentials: Any = None
         self.process: subprocess.Popen[bytes] | None = None
+        self._folder = Path(tempfile.mkdtemp(prefix="hf_summary-data-server-"))
 
-    def start(self) -> tuple[Any, DataServer]:
-        """Start it and return (its data provider, itself).
+    def spawn(self) -> None:
+        """Start its process: it reads the folder at once."""
+        args = [self.binary.path, f"--logdir={self.logdir}", f"--reload={FAST_RELOAD}", "--samples-per-plugin=",
+                "--port=0", f"--port-file={self._folder / 'port'}", "--die-after-stdin"]
+        if self.binary.at_least_version("0.5.0a0"):
+            args.append(f"--error-file={self._folder / 'error'}")
+        # Its stdin is ours to close: the server ends when it closes (at stop(), or when this process ends).
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE)
+
+    def connect(self, credentials: Any) -> tuple[Any, DataServer]:
+        """Wait for its port and return (its data provider, itself).
 
         Raises:
-            DataServerStartupError: it exited, or wrote no port in time.
+            DataServerStartupError: it exited, or wrote no port in time, or does not answer.
         """
         import grpc
         from tensorboard.data import grpc_provider, server_ingester
         from tensorboard.data.proto import data_provider_pb2
 
-        folder = Path(tempfile.mkdtemp(prefix="hf_summary-data-server-"))
-        port_file, error_file = folder / "port", folder / "error"
-        samples = ",".join(f"{plugin}={'all' if count == 0 else count}"
-                           for plugin, count in (self.flags.samples_per_plugin or {}).items())
-        args = [self.binary.path, f"--logdir={self.logdir}", f"--reload={FAST_RELOAD}",
-                f"--samples-per-plugin={samples}", "--port=0", f"--port-file={port_file}", "--die-after-stdin"]
-        if self.binary.at_least_version("0.5.0a0"):
-            args.append(f"--error-file={error_file}")
+        self.credentials = credentials
+        port_file, error_file = self._folder / "port", self._folder / "error"
         try:
-            # Its stdin is ours to close: the server ends when it closes (at stop(), or when this process ends).
-            self.process = subprocess.Popen(args, stdin=subprocess.PIPE)
             deadline = time.monotonic() + START_TIMEOUT
             while True:
+                assert self.process is not None
                 if self.process.poll() is not None:
                     message = error_file.read_text().strip() if error_file.exists() else ""
                     raise server_ingester.DataServerStartupError(
@@ -228,23 +284,22 @@ class DataServer:
                 if time.monotonic() > deadline:
                     raise server_ingester.DataServerStartupError(f"no port after {START_TIMEOUT:g} s")
                 time.sleep(0.02)
+            address = f"localhost:{int(text)}"
+            channel_credentials, options = credentials.channel_config()
+            options.append(("grpc.max_receive_message_length", 256 * 1024 * 1024))
+            stub = grpc_provider.make_stub(grpc.secure_channel(address, channel_credentials, options=options))
+            try:
+                stub.GetExperiment(data_provider_pb2.GetExperimentRequest(), timeout=5)
+            except grpc.RpcError as error:
+                raise server_ingester.DataServerStartupError(f"no answer at {address}: {error}") from None
         except BaseException:
             self.stop()
             raise
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        address = f"localhost:{int(text)}"
-        credentials, options = self.flags.grpc_creds_type.channel_config()
-        options.append(("grpc.max_receive_message_length", 256 * 1024 * 1024))
-        stub = grpc_provider.make_stub(grpc.secure_channel(address, credentials, options=options))
-        try:
-            stub.GetExperiment(data_provider_pb2.GetExperimentRequest(), timeout=5)
-        except grpc.RpcError as error:
-            self.stop()
-            raise server_ingester.DataServerStartupError(f"no answer at {address}: {error}") from None
+        shutil.rmtree(self._folder, ignore_errors=True)
         return grpc_provider.GrpcDataProvider(address, stub), self
 
     def stop(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
         process, self.process = self.process, None
         if process is None:
             return

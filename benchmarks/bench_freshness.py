@@ -28,8 +28,8 @@ How each figure is measured:
   is `time.time() - base` (a lower bound: nothing logged is visible); a figure marked `>=` includes such samples.
   Median and 95th percentile (nearest rank) over every sample taken while the writer logs (0 <= t - base <= D).
 - (b) `show`: once the reader sees the first event file on the Hub, it starts `hf-summary show <bucket or repo>`
-  (its defaults: TensorBoard reloads every 5 s; a bucket follows its change feed, a repo asks for its head commit
-  before each reload) and asks its HTTP API every `--poll-every` s for
+  (its defaults: a bucket's change feed, a repo's head commit every 5 s, fetched into a local mirror that
+  TensorBoard's data server reads every second) and asks its HTTP API every `--poll-every` s for
   `/data/plugin/scalars/scalars?run=<run>&tag=fresh/t` (TensorBoard's reservoir always keeps the newest value);
   the age is computed as in (a), from when the answer arrived. Samples start when `show` first answers (its start-up
   is not counted); same median and p95 over the logging window, an answer without the tag counting as a lower bound

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -37,9 +38,22 @@ def main() -> None:
         show(repo_id, f"tensorboard/{logdir.name}", work / "download")
     for scratch in ("hub", "download", "hf_home", "xet_cache"):  # the server's files, the copies: only the run stays
         shutil.rmtree(work / scratch, ignore_errors=True)
-    # The command as the virtualenv installed it: the README's commands do not put its bin/ on the PATH.
-    command = os.path.relpath(Path(sys.executable).parent / "hf-summary")
-    print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  {command} show {logdir}")
+    print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  {command('hf-summary')} show "
+          f"{shlex.quote(str(logdir))}")
+
+
+def command(name: str) -> str:
+    """How to run this interpreter's console script `name` from here: its bare name when the shell finds that very
+    script (an activated virtualenv), else its path (`.venv/bin/hf-summary`: the README's commands do not activate
+    the virtualenv, so its bin folder is not on PATH), else through this interpreter."""
+    script = Path(sys.executable).parent / name  # not resolved: the virtualenv's python links out of it
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m hf_summary.cli"
+    found = shutil.which(name)
+    if found and os.path.samefile(found, script):
+        return name
+    relative = os.path.relpath(script)
+    return shlex.quote(relative if not relative.startswith("..") else str(script))
 
 
 def train(repo_id: str, logdir: Path) -> None:

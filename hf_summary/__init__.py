@@ -16,10 +16,10 @@ __all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError",
 
 if TYPE_CHECKING:
     from .local_writer import LocalSummaryWriter
-    from .read.fetch import ReadError
     from .read.frame import read_scalars
-    from .read.notebook import notebook
     from .run import finish, init, log
+    from .show.notebook import notebook
+    from .source import ReadError
     from .upload.errors import HubAuthError, PushError
     from .upload.spec import UploadSpec
     from .writer import HFSummaryWriter
@@ -29,9 +29,9 @@ _LAZY = MappingProxyType({
     "HubAuthError": ".upload.errors",
     "LocalSummaryWriter": ".local_writer",
     "PushError": ".upload.errors",
-    "ReadError": ".read.fetch",
+    "ReadError": ".source",
     "read_scalars": ".read.frame",
-    "notebook": ".read.notebook",
+    "notebook": ".show.notebook",
     "UploadSpec": ".upload.spec",
     "init": ".run",
     "log": ".run",

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import defaults
+from .source import ReadError, check_output, local_folder, parse_target
 from .upload.errors import HubAuthError, describe
 from .upload.hub import HubClient, RepoRef, is_offline
 from .upload.schedule import Schedule, open_schedule
 from .upload.spec import UploadSpec
 from .upload.state import STATE_DIR, UploadState, split_target_key
 from .upload.uploader import Uploader, default_ignore_patterns
-from .validation import REPO_TYPES, TARGET_TYPES, split_handle, validate_token
+from .validation import REPO_TYPES, TARGET_TYPES, validate_token
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.command(args)
-    except CliError as error:
+    except (CliError, ReadError) as error:
         print(f"hf-summary: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except HubAuthError as error:
@@ -137,12 +138,10 @@ def _schedule(args: argparse.Namespace, every: float = defaults.COMMIT_EVERY, *,
     if is_offline():
         raise CliError("HF_HUB_OFFLINE is set, and this command needs the Hub: unset HF_HUB_OFFLINE (or set it to 0) "
                        "and run it again. Nothing was sent; the logs stay on disk.")
-    if not args.logdir.is_dir():
-        raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
+    local_folder(args.logdir)
     try:
         validate_token(args.token, "--token")
-        asked_type = None if args.repo_type == defaults.REPO_TYPE else args.repo_type
-        repo_id, repo_type = split_handle(args.repo_id, asked_type)
+        repo_id, repo_type = parse_target(args.repo_id, args.repo_type)
         spec = UploadSpec(repo_id, repo_type=repo_type or defaults.REPO_TYPE, revision=args.revision,
                           path_in_repo=args.path_in_repo, allow_patterns=args.include,
                           ignore_patterns=args.exclude or (), squash=args.squash, private=args.private or None)
@@ -217,7 +216,7 @@ def _show(args: argparse.Namespace) -> int:
 
     try:
         show.main(args)
-    except show.ShowError as error:
+    except ReadError as error:
         raise CliError(str(error)) from None
     except KeyboardInterrupt:
         print("hf-summary: interrupted.", file=sys.stderr)
@@ -226,11 +225,11 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .read.fetch import ReadError
     from .read.frame import export, output_format, read_scalars
 
     try:
         output_format(args.output)
+        check_output(args.output)  # before the read: a folder that is not there fails at once
         frame = read_scalars(args.source, args.tags, args.runs, path_in_repo=args.path_in_repo,
                              repo_type=args.repo_type, revision=args.revision, token=args.token)
         export(frame, args.output)
@@ -241,8 +240,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    if not args.logdir.is_dir():
-        raise CliError(f"logdir '{args.logdir}' does not exist or is not a folder.")
+    local_folder(args.logdir)
     try:
         validate_token(args.token, "--token")
     except ValueError as error:

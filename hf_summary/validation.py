@@ -5,23 +5,41 @@ from __future__ import annotations
 import numbers
 import os
 from pathlib import PurePosixPath
+from types import MappingProxyType
 
 REPO_TYPES = ("model", "dataset", "space")
 TARGET_TYPES = (*REPO_TYPES, "bucket")  # a Storage Bucket is a destination too, though not a repo
 BUCKET_HANDLE = "hf://buckets/"  # how huggingface_hub (HfFileSystem) names a bucket
+HF_PROTOCOL = "hf://"
+# The first segment of an `hf://` path that names the kind of place (HfFileSystem's paths); none: a model repo.
+HANDLE_KINDS = MappingProxyType({"buckets": "bucket", "datasets": "dataset", "spaces": "space", "models": "model"})
 
 
 def split_handle(repo_id: str, repo_type: str | None) -> tuple[str, str | None]:
-    """`hf://buckets/ns/name` as (`ns/name`, "bucket"); any other repo id as given.
+    """An `hf://` handle as (`ns/name`, its kind): `hf://buckets/ns/name` is a bucket, `hf://datasets/ns/name` a
+    dataset (`spaces/`, `models/` alike), `hf://ns/name` a model; any other repo id as given. A name without a
+    namespace (`hf://buckets/logs`) stays one: the Hub puts it in the namespace of the token's user.
 
     Raises:
-        ValueError: a bucket handle with another repo type.
+        ValueError: a handle with another repo type, or one naming a folder inside the repo or bucket.
     """
-    if isinstance(repo_id, str) and repo_id.startswith(BUCKET_HANDLE):
-        if repo_type not in (None, "bucket"):
-            raise ValueError(f"{repo_id!r} is a bucket, but repo_type={repo_type!r} was given: drop repo_type.")
-        return repo_id[len(BUCKET_HANDLE):].strip("/"), "bucket"
-    return repo_id, repo_type
+    if not isinstance(repo_id, str) or not repo_id.startswith(HF_PROTOCOL):
+        return repo_id, repo_type
+    rest = repo_id[len(HF_PROTOCOL):].strip("/")
+    first, _, tail = rest.partition("/")
+    kind = HANDLE_KINDS.get(first)
+    if kind is None:
+        kind, first, tail = "model", "", rest
+    if repo_type not in (None, kind):
+        raise ValueError(f"{repo_id!r} is a {kind}, but repo_type={repo_type!r} was given: drop repo_type.")
+    if tail.count("/") > 1:
+        ident = "/".join(tail.split("/")[:2])
+        folder = tail.split("/", 2)[2]
+        what = "bucket" if kind == "bucket" else "repo"
+        raise ValueError(f"{repo_id!r} names a folder inside the {what}: pass the {what}, "
+                         f"{HF_PROTOCOL}{first + '/' if first else ''}{ident}, and the folder as path_in_repo "
+                         f"(--path-in-repo {folder}).")
+    return tail, kind
 
 
 def validate_repo_id(repo_id: object) -> None:
@@ -31,7 +49,7 @@ def validate_repo_id(repo_id: object) -> None:
     if not isinstance(repo_id, str) or not repo_id:
         raise ValueError(f"repo_id must be a non-empty string like 'username/my-run', got {repo_id!r}.")
     try:
-        hf_validate(repo_id.removeprefix(BUCKET_HANDLE))  # a bucket's name follows a repo's rules
+        hf_validate(split_handle(repo_id, None)[0])  # a bucket's name follows a repo's rules
     except HFValidationError as error:
         raise ValueError(f"Invalid repo_id {repo_id!r}: {error} Use the form 'username/my-run'.") from None
 

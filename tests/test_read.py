@@ -18,7 +18,8 @@ pd = pytest.importorskip("pandas")
 import hf_summary  # noqa: E402
 from hf_summary.events.records import frame_record  # noqa: E402
 from hf_summary.read import frame as frame_module  # noqa: E402
-from hf_summary.read import notebook as notebook_module  # noqa: E402
+from hf_summary.show import Shown  # noqa: E402
+from hf_summary.source import HubSource  # noqa: E402
 from hf_summary.testing import LocalHub  # noqa: E402
 
 from .helpers import SIZE_GUIDANCE  # noqa: E402
@@ -277,9 +278,9 @@ def _grow(folder: Path, parts: int) -> bytes:
 
 
 def test_unknown_sources_say_what_to_check(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
-    with pytest.raises(hf_summary.ReadError, match="no model repo .* was found"):
+    with pytest.raises(hf_summary.ReadError, match=r"no such model repo .* \(or your token cannot read it\)"):
         hf_summary.read_scalars(repo_id)
-    with pytest.raises(hf_summary.ReadError, match="not a local folder, and not a repo id"):
+    with pytest.raises(hf_summary.ReadError, match="no such folder: '.*still'"):
         hf_summary.read_scalars(str(tmp_path / "missing" / "deeper" / "still"))
 
 
@@ -324,11 +325,47 @@ def test_notebook_serves_tensorboard_on_the_source_and_shows_its_frame(
 
     logdir, _ = runs
     started, shown = [], []
-    monkeypatch.setattr(notebook_module, "start_tensorboard",
-                        lambda runs, **kwargs: started.append((runs, kwargs)) or "http://127.0.0.1:6123/")
+    monkeypatch.setattr(Shown, "start", lambda self, **kwargs: started.append((self, kwargs)) or
+                        "http://127.0.0.1:6123/")
     display = importlib.import_module("tensorboard.notebook")
     monkeypatch.setattr(display, "display", lambda **kwargs: shown.append(kwargs))
     assert hf_summary.notebook(logdir, height=600) == "http://127.0.0.1:6123/"
     ((served, options),) = started
-    assert served.logdir == str(logdir.resolve()) and options == {"port": 0, "reload_interval": 5.0}
+    assert served.folder == logdir and options == {"port": 0, "reload_interval": 5.0}
     assert shown == [{"port": 6123, "height": 600}]
+
+
+def test_the_mirror_fetches_new_bytes_only_and_a_replaced_file_again_whole(hub: LocalHub, repo_id: str,
+                                                                           tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi
+
+    from hf_summary.read import fetch
+    from hf_summary.source import check_exists, parse_source
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HOME", str(tmp_path / "home"))
+    api = HfApi()
+    api.create_repo(repo_id)
+    source = parse_source(repo_id)
+    assert isinstance(source, HubSource)
+    path = "run/events.out.tfevents.1"
+    first, grown = _grow(tmp_path / "a", 0), _grow(tmp_path / "a", 1)  # the first is the start of the second
+    replaced = bytearray(grown)
+    replaced[100] ^= 1  # the same size, a byte changed: only its version tells
+    longer = bytearray(_grow(tmp_path / "b", 2))
+    longer[len(grown) - 10] ^= 1  # longer, and its bytes just before the mirror's end are not the mirror's
+    versions = [("first", first, fetch.NEW), ("grown", grown, fetch.GREW),
+                ("replaced", bytes(replaced), fetch.REPLACED), ("longer", bytes(longer), fetch.REPLACED)]
+    previous = 0
+    for name, data, expected in versions:
+        api.upload_file(repo_id=repo_id, path_or_fileobj=data, path_in_repo=f"tensorboard/{path}")
+        sha = check_exists(source)
+        (remote,) = fetch.list_event_files(source, sha=sha).values()
+        hub.reset_stats()
+        assert fetch.fetch_file(source, remote, sha=sha, whole=name == "replaced") == expected, name
+        assert (source.mirror / path).read_bytes() == data, name
+        if name == "grown":  # the new bytes, and the few before them that check the mirror's end
+            assert len(data) - previous <= hub.stats.bytes_sent <= len(data) - previous + fetch.OVERLAP + 2_000
+        assert fetch.fetch_file(source, remote, sha=sha) == fetch.UNCHANGED
+        previous = len(data)
+    assert [path.name for path in (source.mirror / "run").iterdir()] == ["events.out.tfevents.1"]  # no partial copy

@@ -124,11 +124,13 @@ def _show_fails(*args: str) -> str:
 
 
 def test_show_errors_exit_2_and_say_what_to_do(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
-    assert "not a local folder, and not a repo id" in _show_fails("not a folder!")
-    assert f"no model repo '{repo_id}' was found" in _show_fails(repo_id)
-    assert f"no bucket '{repo_id}' was found" in _show_fails(f"hf://buckets/{repo_id}")
+    # The whole table of inputs is test_source.py's; here, the command itself, in its own process.
+    assert "no such folder: 'not a folder!' (and it is not a repo id either" in _show_fails("not a folder!")
+    assert f"no such model repo '{repo_id}' (or your token cannot read it)" in _show_fails(repo_id)
+    assert f"no such bucket '{repo_id}' (or your token cannot read it)" in _show_fails(f"hf://buckets/{repo_id}")
     assert "A bucket has no revisions" in _show_fails(f"hf://buckets/{repo_id}", "--revision", "dev")
 
     with HFSummaryWriter(repo_id, logdir=str(tmp_path / "run"), path_in_repo="logs", commit_every=60) as writer:
         writer.add_scalar("x", 1.0, 0)
-    assert "no event files under 'tensorboard'" in _show_fails(repo_id)
+    assert "no event files under 'tensorboard' in the model repo" in _show_fails(repo_id)
+    assert "found these folders: logs/run/" in _show_fails(repo_id)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hf_summary import HFSummaryWriter
@@ -186,7 +187,7 @@ def test_offline_show_of_what_was_never_seen_says_so(hub: LocalHub, repo_id: str
     result = subprocess.run([sys.executable, "-m", "hf_summary.cli", "show", repo_id], capture_output=True, text=True,
                             timeout=60, env={**os.environ, "HF_HOME": str(tmp_path / "h"), "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2, result.stderr
-    assert "was shown before" in result.stderr
+    assert "HF_HUB_OFFLINE is set and nothing of" in result.stderr and "was read before" in result.stderr
 
 
 def test_runs_are_named_after_their_folders(tmp_path: Path) -> None:
@@ -264,3 +265,121 @@ def test_status_of_a_bucket_run_reads_sizes_from_the_bucket(bucket_hub: LocalHub
     assert pending.returncode == 1 and "pending: yes" in pending.stdout, pending.stdout + pending.stderr
     (later,) = [path for path in logdir.iterdir() if path.name.endswith(".later")]
     assert re.search(rf"{re.escape(later.name)}\s+{later.stat().st_size}\s+0\n", pending.stdout), pending.stdout
+
+
+# -------------------------------------------------------------------- the mirror and the fast loader
+
+def _event_file(steps: range, tags: int = 2, offset: float = 0.0) -> bytes:
+    """An event file as tensorboardX writes `add_scalar` (a `file_version` event, then one event a scalar): tag
+    `t{i}` holds `step + offset + i / 10` at each step."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    from hf_summary.events.encoding import ScalarEncoder
+    from hf_summary.events.records import frame_record
+
+    encoder = ScalarEncoder(lambda tag: tag)
+    records = [frame_record(Event(wall_time=1.7e9, file_version="brain.Event:2").SerializeToString())]
+    records += [frame_record(encoder.encode(f"t{tag}", step + offset + tag / 10, step, 1.7e9 + step))
+                for step in steps for tag in range(tags)]
+    return b"".join(records)
+
+
+class Place:
+    """A repo or a bucket of the session's Hub, and how to put a file in it."""
+
+    def __init__(self, hub: LocalHub, kind: str, name: str) -> None:
+        from huggingface_hub import HfApi
+
+        self.api, self.kind = HfApi(), kind
+        self.ident = f"{hub.user}/{name}"
+        if kind == "bucket":
+            if not hub.xet:
+                pytest.skip("buckets need a Hub that speaks Xet")
+            self.api.create_bucket(self.ident)
+        else:
+            self.api.create_repo(self.ident)
+
+    @property
+    def handle(self) -> str:
+        return f"hf://buckets/{self.ident}" if self.kind == "bucket" else self.ident
+
+    def put(self, path: str, data: bytes) -> None:
+        if self.kind == "bucket":
+            self.api.batch_bucket_files(self.ident, add=[(data, f"tensorboard/{path}")])
+        else:
+            self.api.upload_file(repo_id=self.ident, path_or_fileobj=data, path_in_repo=f"tensorboard/{path}")
+
+
+def _data_servers(show: Show) -> list[psutil.Process]:
+    """The show's children that are TensorBoard's data server."""
+    from tensorboard.data import server_ingester
+
+    binary = Path(server_ingester.get_server_binary().path).resolve()
+    return [child for child in psutil.Process(show.process.pid).children(recursive=True)
+            if Path(child.exe()).resolve() == binary]
+
+
+@pytest.mark.parametrize("kind", ["bucket", "repo"])
+def test_show_serves_the_whole_run_with_the_fast_loader(hub: LocalHub, repo_id: str, tmp_path: Path,
+                                                         kind: str) -> None:
+    place = Place(hub, kind, repo_id.split("/")[1])
+    place.put("big/events.out.tfevents.1.host", _event_file(range(20_000)))
+    show = Show(place.handle, "--reload-interval", "1", env={**os.environ, "HF_HOME": str(tmp_path / "home")})
+    try:
+        url = show.url()
+        assert len(_data_servers(show)) == 1  # TensorBoard's fast loader reads the mirror
+        for tag in ("t0", "t1"):
+            # The data server keeps 1 000 values a tag, the last one always (TensorBoard's default sampling).
+            wait_until(lambda tag=tag: _scalars(url, "big", tag)[-1:] == [(19_999, _f32(19_999 + int(tag[1]) / 10))],
+                       timeout=DEADLINE, what=f"the last step of {tag}", interval=0.1)
+            assert len(_scalars(url, "big", tag)) == 1000
+        mirror = tmp_path / "home" / "hf_summary" / "show"
+        (copy,) = mirror.rglob("events.out.tfevents.1.host")
+        assert copy.read_bytes() == _event_file(range(20_000))
+        assert show.stop(signal.SIGINT) == 0
+    finally:
+        show.kill()
+
+
+@pytest.mark.parametrize("kind", ["bucket", "repo"])
+def test_a_file_rewritten_shorter_is_fetched_again(hub: LocalHub, repo_id: str, tmp_path: Path, kind: str) -> None:
+    place = Place(hub, kind, repo_id.split("/")[1])
+    place.put("mlp/events.out.tfevents.1.host", _event_file(range(100), tags=1))
+    show = Show(place.handle, "--reload-interval", "1", env={**os.environ, "HF_HOME": str(tmp_path / "home")})
+    try:
+        url = show.url()
+        wait_until(lambda: len(_scalars(url, "mlp", "t0")) == 100, timeout=DEADLINE, what="the first version")
+        servers = _data_servers(show)
+        # The run started again under the same file name (an upload state lost, a squashed history): a shorter file
+        # whose bytes differ. The mirror's copy is replaced and the loader reads it from the start.
+        place.put("mlp/events.out.tfevents.1.host", _event_file(range(10), tags=1, offset=1000))
+        expected = [(step, _f32(step + 1000)) for step in range(10)]
+        wait_until(lambda: _scalars(url, "mlp", "t0") == expected, timeout=LIVE, what="the rewritten file's values")
+        assert _data_servers(show) != servers  # a new data server: one that never read the old file
+        (copy,) = (tmp_path / "home" / "hf_summary" / "show").rglob("events.out.tfevents.1.host")
+        assert copy.read_bytes() == _event_file(range(10), tags=1, offset=1000)
+        # And it goes on growing from there, the new bytes only.
+        place.put("mlp/events.out.tfevents.1.host", _event_file(range(20), tags=1, offset=1000))
+        wait_until(lambda: len(_scalars(url, "mlp", "t0")) == 20, timeout=LIVE, what="the rewritten file grown")
+        assert show.stop(signal.SIGTERM) == 0
+    finally:
+        show.kill()
+
+
+def test_without_the_data_server_show_says_so_once_and_uses_the_python_loader(hub: LocalHub, repo_id: str,
+                                                                              tmp_path: Path) -> None:
+    place = Place(hub, "repo", repo_id.split("/")[1])
+    place.put("mlp/events.out.tfevents.1.host", _event_file(range(50), tags=1))
+    env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "TENSORBOARD_DATA_SERVER_BINARY": str(tmp_path / "no")}
+    show = Show(place.handle, "--reload-interval", "1", env=env)
+    try:
+        url = show.url()
+        said = [line for line in show.output if "fast loader" in line]
+        assert len(said) == 1 and "using its Python loader" in said[0], show.output
+        wait_until(lambda: len(_scalars(url, "mlp", "t0")) == 50, timeout=DEADLINE, what="the run, read by Python")
+        place.put("mlp/events.out.tfevents.1.host", _event_file(range(60), tags=1))
+        wait_until(lambda: len(_scalars(url, "mlp", "t0")) == 60, timeout=LIVE, what="the values pushed after")
+        assert not _data_servers(show)
+        assert show.stop(signal.SIGINT) == 0
+    finally:
+        show.kill()

@@ -195,9 +195,9 @@ def test_status_reports_pending_and_committed(hub: LocalHub, repo_id: str, tmp_p
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["sync", "/definitely/not/here", "user/repo"], 2, "does not exist"),
+        (["sync", "/definitely/not/here", "user/repo"], 2, "no such folder"),
         (["sync", "{logdir}", "bad repo id"], 2, "repo_id"),
-        (["status", "/definitely/not/here"], 2, "does not exist"),
+        (["status", "/definitely/not/here"], 2, "no such folder"),
     ],
 )
 def test_cli_bad_input(hub: LocalHub, tmp_path: Path, args: list[str], code: int, message: str) -> None:

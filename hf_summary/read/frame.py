@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import defaults
-from ..show import ShowError, parse_source
-from .fetch import ReadError, sync_mirror
+from ..source import LocalSource, ReadError, open_source
+from .fetch import sync_mirror
 from .runs import Columns, find_runs, read_run
 
 if TYPE_CHECKING:
@@ -118,7 +118,8 @@ def local_logdir(
     date unless offline).
 
     Raises:
-        ReadError: the source cannot be read (the message says why).
+        ReadError: the source is not there or cannot be read (the message says why: "no such folder", "no such
+            bucket", "no event files under ...").
 
     Example:
         ```py
@@ -126,31 +127,48 @@ def local_logdir(
         PosixPath('/home/me/.cache/huggingface/hf_summary/show/buckets--me--logs/tensorboard')
         ```
     """
-    try:
-        parsed = parse_source(os.fspath(source), repo_type=repo_type, revision=revision, path_in_repo=path_in_repo)
-    except ShowError as error:
-        raise ReadError(str(error).replace("--revision", "revision")) from None
-    if isinstance(parsed, Path):
-        return parsed
-    return sync_mirror(parsed, token=token)
+    opened = open_source(source, repo_type=repo_type, revision=revision, path_in_repo=path_in_repo, token=token)
+    if isinstance(opened, LocalSource):
+        return opened.path
+    return sync_mirror(opened, token=token)
 
 
 def export(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Write a `read_scalars` DataFrame to `path`: CSV (`.csv`, `.csv.gz`) or Parquet (`.parquet`).
 
+    The file is written beside its final name and renamed when complete: a failed write leaves no half file.
+
     Raises:
         ValueError: the file name ends in neither.
         ImportError: Parquet without pyarrow (`pip install 'hf-summary[data]'`).
+        ReadError: the file cannot be written there (its folder is missing, or refuses it).
 
     Example:
         ```py
         >>> export(hf_summary.read_scalars("runs"), "scalars.parquet")
         ```
     """
-    if output_format(path) == "parquet":
-        frame.to_parquet(os.fspath(path), index=False)
-    else:
-        frame.to_csv(os.fspath(path), index=False)
+    import tempfile
+
+    kind = output_format(path)
+    target = Path(path).expanduser()
+    if not target.parent.is_dir():
+        raise ReadError(f"cannot write '{path}': no such folder: '{target.parent}'.")
+    partial = None
+    try:
+        handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        os.close(handle)
+        if kind == "parquet":
+            frame.to_parquet(partial, index=False)
+        else:
+            frame.to_csv(partial, index=False, compression="gzip" if target.name.endswith(".gz") else None)
+        os.replace(partial, target)
+        partial = None
+    except OSError as error:
+        raise ReadError(f"cannot write '{path}': {error.strerror or error}.") from None
+    finally:
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
 
 
 def output_format(path: str | os.PathLike[str]) -> str:

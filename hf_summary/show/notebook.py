@@ -7,8 +7,8 @@ import os
 from urllib.parse import urlparse
 
 from .. import defaults
-from ..show import RELOAD_INTERVAL, ShowError, open_runs, start_tensorboard
-from .fetch import ReadError
+from . import RELOAD_INTERVAL, open_show
+from .server import preload
 
 
 def notebook(
@@ -23,9 +23,9 @@ def notebook(
 ) -> str:
     """Show TensorBoard on `source` in the notebook's output, and return its URL.
 
-    TensorBoard runs in the notebook's own process, as `hf-summary show` runs it: a repo or bucket is read through
-    `hf://` without downloading it first, and new values appear while it runs (offline: what was read before). The
-    frame is TensorBoard's own notebook display (`tensorboard.notebook.display`).
+    TensorBoard runs in the notebook's own process, as `hf-summary show` runs it: a repo or bucket is mirrored
+    locally and kept fresh while it runs, and TensorBoard's fast loader reads the mirror (offline: what was read
+    before). The frame is TensorBoard's own notebook display (`tensorboard.notebook.display`).
 
     Args:
         source: a local logdir, a repo id (`ns/name`), or a bucket (`hf://buckets/ns/name`).
@@ -34,7 +34,7 @@ def notebook(
         revision: a repo's branch, tag or commit (None: main).
         token: Hub token, for a private repo or bucket.
         height: the frame's height, in pixels.
-        reload_interval: seconds between TensorBoard's reloads.
+        reload_interval: seconds between checks of a repo's head commit (and the Python loader's reloads).
 
     Raises:
         ReadError: the source cannot be shown (the message says why), or TensorBoard is not installed.
@@ -45,12 +45,10 @@ def notebook(
         >>> hf_summary.notebook("hf://buckets/me/logs")
         ```
     """
-    try:
-        runs = open_runs(os.fspath(source), repo_type=repo_type, revision=revision, path_in_repo=path_in_repo,
-                         token=token)
-        url = start_tensorboard(runs, port=0, reload_interval=reload_interval)
-    except ShowError as error:
-        raise ReadError(str(error)) from None
+    preload()  # TensorBoard's imports, while the Hub is asked
+    shown = open_show(os.fspath(source), repo_type=repo_type, revision=revision, path_in_repo=path_in_repo,
+                      token=token)
+    url = shown.start(port=0, reload_interval=reload_interval)
     # The module itself: `tensorboard.notebook` as an attribute is a lazy stand-in.
     importlib.import_module("tensorboard.notebook").display(port=urlparse(url).port, height=height)
     return url

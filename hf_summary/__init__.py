@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .local_writer import LocalSummaryWriter
     from .read.frame import read_scalars
     from .run import finish, init, log
-    from .share import share
+    from .sharing import share
     from .show.notebook import notebook
     from .source import ReadError
     from .upload.errors import HubAuthError, PushError
@@ -37,7 +37,7 @@ _LAZY = MappingProxyType({
     "init": ".run",
     "log": ".run",
     "finish": ".run",
-    "share": ".share",
+    "share": ".sharing",
 })
 
 

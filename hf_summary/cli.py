@@ -246,7 +246,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _share(args: argparse.Namespace) -> int:
-    from .share import ShareError, share, unshare
+    from .sharing import ShareError, share, unshare
 
     try:
         if args.delete:

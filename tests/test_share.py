@@ -183,3 +183,33 @@ def test_share_errors_exit_2_and_say_what_to_do(hub: LocalHub, repo_id: str, tmp
 
     local = _share(dict(os.environ), str(tmp_path / "run"))
     assert local.returncode == 2 and "Push them first" in local.stderr, local.stderr
+
+
+def test_share_a_repo_serves_a_value_committed_after_the_space_started(hub: LocalHub, repo_id: str,
+                                                                      tmp_path: Path) -> None:
+    from hf_summary import HFSummaryWriter
+
+    space = f"{repo_id}-board"
+    with HFSummaryWriter(repo_id, logdir=str(tmp_path / "runs" / "cnn"), commit_every=60, crash_upload=False) as writer:
+        for step in range(3):
+            writer.add_scalar("loss", step / 7, step)
+        writer.scheduler.trigger().result(timeout=120)
+        shared = _share(dict(os.environ), repo_id, "--space", space, "--private")  # --private over a public repo
+        assert shared.returncode == 0, shared.stderr
+        assert hub.is_private(space, repo_type="space") and "private: only you" in shared.stdout
+        cmd = json.loads(hub.repo_files(space, repo_type="space")["Dockerfile"].decode().splitlines()[-1][4:])
+        assert cmd[2:5] == [f"hf://{repo_id}", "--path-in-repo", "tensorboard"]
+
+        with hub.run_space(space, env=SPACE_ENV) as url:
+            _wait_for_losses(url, "cnn", 3)
+            writer.add_scalar("loss", 3 / 7, 3)
+            assert writer.scheduler.trigger().result(timeout=120) is not None
+            wait_until(lambda: (3, _f32(3 / 7)) in _losses(url, "cnn"), timeout=LIVE,
+                       what="the value committed after the Space started")
+            assert _losses(url, "cnn") == [(step, _f32(step / 7)) for step in range(4)]
+
+    commits = len(hub.commits(space, repo_type="space"))
+    public = _share(dict(os.environ), repo_id, "--space", space, "--public")  # visibility changes, files do not
+    assert public.returncode == 0, public.stderr
+    assert not hub.is_private(space, repo_type="space") and "public: anyone with the link" in public.stdout
+    assert len(hub.commits(space, repo_type="space")) == commits

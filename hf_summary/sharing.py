@@ -53,6 +53,7 @@ class Shared:
         private: Whether only its owner (and an organization's members) can see it.
         commit: The commit that changed the Space's files, or None when it already had them (no rebuild).
         needs_token: The source is private and the Space has no read token: it cannot show the runs yet.
+        secret_can_write: The token given for the Space can write, where reading is all the Space needs.
     """
 
     space_id: str
@@ -60,6 +61,7 @@ class Shared:
     private: bool
     commit: str | None
     needs_token: bool
+    secret_can_write: bool = False
 
     def describe(self) -> str:
         """What the command prints: where the runs are, who can see them, what happens next."""
@@ -72,6 +74,9 @@ class Shared:
             lines.append(f"The source is private and the Space has no read token: run again with --token-secret "
                          f"TOKEN (a read token, kept as the Space's {TOKEN_SECRET} secret), or the Space cannot "
                          "read the runs.")
+        if self.secret_can_write:
+            lines.append(f"The token kept as the Space's {TOKEN_SECRET} secret can write: the Space only reads, so a "
+                         "read-only token is safer (make one in your Hub settings, and share again with it).")
         lines.append("A free CPU Space sleeps when unused and wakes when opened. Stop sharing: the same command "
                      "with --delete, or delete the Space.")
         return "\n".join(lines)
@@ -119,6 +124,7 @@ def share(
             validate_token(value, name)
         except ValueError as error:
             raise ShareError(str(error)) from None
+    secret_can_write = token_secret is not None and _can_write(token_secret)
     hub_source = _hub_source(source, repo_type, path_in_repo, token)
     source_private = _is_private(hub_source, token)
     space_id = _space_id(space_id, hub_source, token)
@@ -134,7 +140,7 @@ def share(
     commit = _commit_files(api, space_id, space_files(hub_source), head)
     info = api.repo_info(space_id, repo_type="space")
     needs_token = source_private and TOKEN_SECRET not in api.get_space_secrets(space_id)
-    return Shared(space_id, _space_url(api, space_id), bool(info.private), commit, needs_token)
+    return Shared(space_id, _space_url(api, space_id), bool(info.private), commit, needs_token, secret_can_write)
 
 
 def unshare(
@@ -242,6 +248,24 @@ def _is_private(source: HubSource, token: str | None) -> bool:
         if source.bucket_id is not None:
             return bool(api.bucket_info(source.bucket_id).private)
         return bool(api.repo_info(source.ident, repo_type=source.kind, revision=source.revision).private)
+
+
+def _can_write(token_secret: str) -> bool:
+    """Whether the token given for the Space can write; checks that the Hub knows it before it is stored.
+
+    Raises:
+        ShareError: the Hub refuses the token.
+    """
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .upload.errors import http_status
+
+    try:
+        auth = _api(None).whoami(token=token_secret).get("auth") or {}
+    except HfHubHTTPError as error:
+        raise ShareError(f"the Hub refused the token given with --token-secret (token_secret=) (HTTP "
+                         f"{http_status(error)}): pass a valid read token, made in your Hub settings.") from None
+    return bool((auth.get("accessToken") or {}).get("role") == "write")
 
 
 def _space_id(space_id: str | None, source: HubSource, token: str | None) -> str:

@@ -93,6 +93,7 @@ def test_share_a_bucket_serves_every_value_live_and_updates_in_place(bucket_hub:
         space = f"{bucket_hub.user}/share-live-tensorboard"
         assert f"{bucket_hub.endpoint}/spaces/{space}" in shared.stdout
         assert "public: anyone with the link" in shared.stdout
+        assert bucket_hub.token not in shared.stdout + shared.stderr
         files = bucket_hub.repo_files(space, repo_type="space")
         wheel = f"hf_summary-{hf_summary.__version__}-py3-none-any.whl"
         assert set(files) == {".gitattributes", "README.md", "Dockerfile", wheel}
@@ -158,6 +159,7 @@ def test_a_private_repo_is_shared_privately_and_read_only_with_a_token_secret(hu
     hub.add_token(read_token, hub.user, write=False)
     again = hf_summary.share(repo_id, space, token_secret=read_token)
     assert not again.needs_token and again.commit is None  # the files did not change
+    assert not again.secret_can_write and read_token not in again.describe()
     assert hub.space_settings(space)["secrets"]["HF_TOKEN"]["value"] == read_token
     files = hub.repo_files(space, repo_type="space")
     assert not any(token.encode() in content for content in files.values() for token in (read_token, hub.token))
@@ -180,6 +182,14 @@ def test_share_errors_exit_2_and_say_what_to_do(hub: LocalHub, repo_id: str, tmp
 
     elsewhere = _share(dict(os.environ), repo_id, "--space", "someone-else/view")
     assert elsewhere.returncode == 2 and "cannot write to 'someone-else'" in elsewhere.stderr, elsewhere.stderr
+
+    unknown = _share(dict(os.environ), repo_id, "--token-secret", "hf_not_a_token_the_hub_knows")
+    assert unknown.returncode == 2 and "refused the token given with --token-secret" in unknown.stderr, unknown.stderr
+    assert "hf_not_a_token_the_hub_knows" not in unknown.stderr + unknown.stdout
+
+    written = _share(dict(os.environ), repo_id, "--space", f"{repo_id}-board", "--token-secret", hub.token)
+    assert written.returncode == 0 and "a read-only token is safer" in written.stdout, written.stderr
+    assert hub.token not in written.stdout + written.stderr
 
     local = _share(dict(os.environ), str(tmp_path / "run"))
     assert local.returncode == 2 and "Push them first" in local.stderr, local.stderr

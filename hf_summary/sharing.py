@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 APP_PORT = 7860  # the Hub's default app_port for Docker Spaces
 SPACE_SUFFIX = "-tensorboard"
+MADE_BY = "# Made by `hf-summary share`"  # the Dockerfile's first line: how share knows a Space is its own
 TOKEN_SECRET = "HF_TOKEN"  # huggingface_hub reads it in the Space: `show` needs no --token there
 WHEEL_EPOCH = "315532800"  # 1980-01-01, the oldest date a zip holds: the same sources make the same wheel bytes
 _SOURCE_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "README.md")
@@ -179,11 +180,12 @@ def space_files(source: HubSource) -> dict[str, bytes]:
     if source.revision is not None:
         command += ["--revision", source.revision]
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    readme = (f"---\ntitle: {source.name} TensorBoard\nemoji: 📈\ncolorFrom: yellow\ncolorTo: red\nsdk: docker\n"
+    title = source.ident.split("/")[-1]
+    readme = (f"---\ntitle: {title} TensorBoard\nemoji: 📈\ncolorFrom: yellow\ncolorTo: red\nsdk: docker\n"
               f"app_port: {APP_PORT}\npinned: false\n---\n\nA live TensorBoard over {shown}, made by "
               f"`hf-summary share` (hf_summary {__version__}).\n")
     dockerfile = (
-        f"# Made by `hf-summary share`: TensorBoard, live, over {shown}.\n"
+        f"{MADE_BY}: TensorBoard, live, over {shown}.\n"
         "# The RUN lines only install; the CMD starts the view on $PORT, the app_port of README.md.\n"
         f"FROM python:{python}-slim\n"
         "RUN useradd -m -u 1000 user\n"  # the Hub's Docker Spaces run as user 1000
@@ -291,7 +293,8 @@ def _space_info(api: HfApi, space_id: str) -> Any:
     """The Space's info, or None if it does not exist (or `token` cannot see it).
 
     Raises:
-        ShareError: a Space of that name exists with another SDK: sharing would replace someone's app.
+        ShareError: a Space of that name runs another app (another SDK, or a Dockerfile `share` did not write):
+            sharing would replace it.
     """
     from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -299,10 +302,18 @@ def _space_info(api: HfApi, space_id: str) -> Any:
         info = api.space_info(space_id)
     except RepositoryNotFoundError:
         return None
-    if info.sdk != "docker":
-        raise ShareError(f"the Space {space_id} exists and is a {info.sdk} Space, not a Docker one: pass another "
-                         "name with --space (space_id=), or delete that Space first.")
+    if info.sdk != "docker" or not _made_by_share(api, space_id, info):
+        kind = f"a {info.sdk} Space" if info.sdk != "docker" else "a Docker Space that `hf-summary share` did not make"
+        raise ShareError(f"the Space {space_id} exists and is {kind}: pass another name with --space (space_id=), "
+                         "or delete that Space first.")
     return info
+
+
+def _made_by_share(api: HfApi, space_id: str, info: Any) -> bool:
+    """Whether a Docker Space is empty or runs what `share` writes: another app there is not ours to replace."""
+    if "Dockerfile" not in {sibling.rfilename for sibling in info.siblings or ()}:
+        return True
+    return Path(api.hf_hub_download(space_id, "Dockerfile", repo_type="space")).read_text().startswith(MADE_BY)
 
 
 def _create_or_update(api: HfApi, space_id: str, existing: Any, private: bool | None) -> None:

@@ -178,7 +178,14 @@ def test_share_errors_exit_2_and_say_what_to_do(hub: LocalHub, repo_id: str, tmp
     _private_repo_with_a_run(repo_id, tmp_path)
     HfApi().create_repo(f"{repo_id}-app", repo_type="space", space_sdk="gradio")
     taken = _share(dict(os.environ), repo_id, "--space", f"{repo_id}-app")
-    assert taken.returncode == 2 and "is a gradio Space, not a Docker one" in taken.stderr, taken.stderr
+    assert taken.returncode == 2 and "is a gradio Space: pass another name" in taken.stderr, taken.stderr
+    HfApi().create_repo(f"{repo_id}-docker", repo_type="space", space_sdk="docker")
+    HfApi().upload_file(path_or_fileobj=b"FROM nginx\n", path_in_repo="Dockerfile", repo_id=f"{repo_id}-docker",
+                        repo_type="space")
+    for args in ((), ("--delete",)):  # another app: neither replaced nor deleted
+        other = _share(dict(os.environ), repo_id, "--space", f"{repo_id}-docker", *args)
+        assert other.returncode == 2 and "Docker Space that `hf-summary share` did not make" in other.stderr, other
+    assert hub.repo_files(f"{repo_id}-docker", repo_type="space")["Dockerfile"] == b"FROM nginx\n"
 
     elsewhere = _share(dict(os.environ), repo_id, "--space", "someone-else/view")
     assert elsewhere.returncode == 2 and "cannot write to 'someone-else'" in elsewhere.stderr, elsewhere.stderr

@@ -39,7 +39,9 @@ class LocalHub:
     port, and Xet headers and hashes for files uploaded through it, so the real `hf_xet` client uploads and
     downloads through it. Legacy LFS uploads are accepted too, and every file downloads as plain bytes as well.
     With Xet on, it also has the Hub's Storage Buckets (`hf://buckets/...`: create, batch, tree, paths-info,
-    downloads, the live change feed; see `buckets.py`), kept under `root` like repositories.
+    downloads, the live change feed; see `buckets.py`), kept under `root` like repositories. Spaces have the settings
+    huggingface_hub sets and reads (SDK, secrets, variables, runtime; see `spaces.py`), and `run_space` runs a Docker
+    Space's command as the Hub would, without a container.
 
     Args:
         root: Folder holding repositories and blobs. A server started again on the same folder sees the same

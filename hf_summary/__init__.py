@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = ["HFSummaryWriter", "HubAuthError", "LocalSummaryWriter", "PushError", "ReadError", "UploadSpec",
-           "__version__", "finish", "init", "log", "notebook", "read_scalars"]
+           "__version__", "finish", "init", "log", "notebook", "read_scalars", "share"]
 
 if TYPE_CHECKING:
     from .local_writer import LocalSummaryWriter
     from .read.frame import read_scalars
     from .run import finish, init, log
+    from .sharing import share
     from .show.notebook import notebook
     from .source import ReadError
     from .upload.errors import HubAuthError, PushError
@@ -36,6 +37,7 @@ _LAZY = MappingProxyType({
     "init": ".run",
     "log": ".run",
     "finish": ".run",
+    "share": ".sharing",
 })
 
 

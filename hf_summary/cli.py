@@ -1,5 +1,6 @@
 """The `hf-summary` command line: push a logdir (`sync`), keep pushing it (`watch`), see what is pending (`status`),
-look at the runs in TensorBoard (`show`), or write their scalars to a file (`export`).
+look at the runs in TensorBoard (`show`), share them in a live TensorBoard on the Hub (`share`), or write their scalars
+to a file (`export`).
 
 Exit codes: 0 success (for `status`: nothing pending), 1 upload failed or (for `status`) something pending,
 2 bad input, 3 token rejected.
@@ -88,6 +89,26 @@ def _parser() -> argparse.ArgumentParser:
     show_parser = commands.add_parser("show", help="TensorBoard on a logdir, or live on a repo's or bucket's logs")
     show.add_arguments(show_parser)
     show_parser.set_defaults(command=_show)
+
+    share = commands.add_parser("share", help="a live TensorBoard on the Hub: a Docker Space showing a repo's or "
+                                              "bucket's runs")
+    share.add_argument("source", metavar="REPO_OR_BUCKET", help="a repo id, or a bucket (hf://buckets/ns/name)")
+    share.add_argument("--space", default=None, metavar="NS/NAME",
+                       help="the Space to create or update (default: <your name>/<source name>-tensorboard)")
+    share.add_argument("--path-in-repo", default=defaults.PATH_IN_REPO,
+                       help="repo or bucket folder holding the runs (default: %(default)s)")
+    share.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES,
+                       help="the kind of repo (default: %(default)s)")
+    visibility = share.add_mutually_exclusive_group()
+    visibility.add_argument("--public", dest="private", action="store_false", default=None,
+                            help="anyone with the link sees the runs (default: as private as the source)")
+    visibility.add_argument("--private", dest="private", action="store_true", help="only you see the runs")
+    share.add_argument("--token-secret", default=None, metavar="TOKEN",
+                       help="a read token the Space keeps as its HF_TOKEN secret, to read a private source")
+    share.add_argument("--delete", action="store_true", help="stop sharing: delete the Space")
+    share.add_argument("--token", default=None, help="your Hub token, to create the Space (default: HF_TOKEN or "
+                                                     "`hf auth login`)")
+    share.set_defaults(command=_share)
 
     export = commands.add_parser("export", help="write the scalars of a logdir, repo or bucket to CSV or Parquet")
     export.add_argument("source", metavar="LOGDIR_OR_REPO_OR_BUCKET",
@@ -221,6 +242,23 @@ def _show(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("hf-summary: interrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _share(args: argparse.Namespace) -> int:
+    from .sharing import ShareError, share, unshare
+
+    try:
+        if args.delete:
+            deleted = unshare(args.source, args.space, repo_type=args.repo_type, path_in_repo=args.path_in_repo,
+                              token=args.token)
+            print(f"Deleted the Space {deleted}: the runs are no longer shared." if deleted else
+                  "There is no such Space: nothing is shared.")
+            return EXIT_OK
+        print(share(args.source, args.space, repo_type=args.repo_type, path_in_repo=args.path_in_repo,
+                    private=args.private, token_secret=args.token_secret, token=args.token).describe())
+    except ShareError as error:
+        raise CliError(str(error)) from None
     return EXIT_OK
 
 

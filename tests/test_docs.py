@@ -97,7 +97,7 @@ def test_site_builds_strict(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     cli_page = (site / "reference" / "cli" / "index.html").read_text()
-    for command in ("sync", "watch", "status", "show", "export"):
+    for command in ("sync", "watch", "status", "show", "share", "export"):
         assert f"usage: hf-summary {command}" in cli_page, command
     assert 'id="hf_summary.HFSummaryWriter"' in (site / "reference" / "api" / "index.html").read_text()
 

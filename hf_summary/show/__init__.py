@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -39,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `hf-summary show`."""
     parser.add_argument("target", metavar="LOGDIR_OR_REPO_OR_BUCKET",
                         help="a local folder of runs, a repo id, or a bucket (hf://buckets/ns/name), read live")
-    parser.add_argument("--port", type=int, default=0, help="port to serve on (default: 0, a free one)")
+    # A string default goes through `type`: a bad PORT is reported as a bad --port, and only by `show`.
+    parser.add_argument("--port", type=int, default=os.environ.get("PORT") or "0",
+                        help="port to serve on (default: $PORT, as in a Space or a container; else 0, a free one)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to serve on (default: 127.0.0.1; 0.0.0.0 shows the runs to your network)")
     parser.add_argument("--repo-type", default=defaults.REPO_TYPE, choices=REPO_TYPES,

@@ -7,9 +7,11 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .auth import TokenRegistry
 from .bucket_store import BucketStore
@@ -17,6 +19,7 @@ from .errors import HubError
 from .faults import DEFAULT_FAULT_KINDS, FaultInjector, HubStats, StatsRecorder
 from .limits import CommitLimiter, HubLimits
 from .server import HubHTTPServer
+from .spaces import SpaceRunError, SpaceStore, run_command
 from .state import HubState
 from .storage import DEFAULT_BRANCH, RepoKey, Storage
 from .xet import XetStore
@@ -36,7 +39,9 @@ class LocalHub:
     port, and Xet headers and hashes for files uploaded through it, so the real `hf_xet` client uploads and
     downloads through it. Legacy LFS uploads are accepted too, and every file downloads as plain bytes as well.
     With Xet on, it also has the Hub's Storage Buckets (`hf://buckets/...`: create, batch, tree, paths-info,
-    downloads, the live change feed; see `buckets.py`), kept under `root` like repositories.
+    downloads, the live change feed; see `buckets.py`), kept under `root` like repositories. Spaces have the settings
+    huggingface_hub sets and reads (SDK, secrets, variables, runtime; see `spaces.py`), and `run_space` runs a Docker
+    Space's command as the Hub would, without a container.
 
     Args:
         root: Folder holding repositories and blobs. A server started again on the same folder sees the same
@@ -99,6 +104,7 @@ class LocalHub:
             signing_key=_signing_key(self._root),
             xet=XetStore(self._root / "xet") if self._xet else None,
             buckets=BucketStore(self._root),
+            spaces=SpaceStore(self._root),
             limiter=CommitLimiter(
                 HubLimits(
                     commit_limit=commit_limit,
@@ -142,6 +148,7 @@ class LocalHub:
                 self._state.signing_key = _signing_key(self._root)
                 self._state.xet = XetStore(self._root / "xet") if self._xet else None
                 self._state.buckets = BucketStore(self._root)
+                self._state.spaces = SpaceStore(self._root)
             self._listen()
             self._started = True
             return self
@@ -440,6 +447,65 @@ class LocalHub:
             }
             for commit in self._state.storage.history(key, commit_id)
         ]
+
+    # ---------------------------------------------------------------- Spaces
+
+    def space_settings(self, space_id: str) -> dict[str, Any]:
+        """A Space's SDK, secrets and variables, values included: `{"sdk", "secrets", "variables"}`, the last two
+        as `{key: {"value", "description", "updatedAt"}}`."""
+        assert self._state.spaces is not None
+        return self._state.spaces.settings(space_id)
+
+    @contextmanager
+    def run_space(self, space_id: str, *, env: Mapping[str, str] | None = None, timeout: float = 120.0
+                  ) -> Iterator[str]:
+        """Run a Docker Space's command the way the Hub runs its container, without one; yield the app's URL.
+
+        The `CMD` of the Space's `Dockerfile` (exec form) runs in a fresh folder holding the Space's files, with a
+        fresh `HOME` and an environment of its own, as a container has: the Space's variables and secrets,
+        `HF_ENDPOINT` pointing at this server (the Hub the Space lives on), `SPACE_ID`, `SPACE_AUTHOR_NAME`,
+        `SPACE_REPO_NAME`, `SYSTEM=spaces`, and `PORT`, a free port (no container maps the `app_port` here: the
+        app reads `PORT`). `PATH` is this process's, so the command runs with what is installed here instead of
+        what the Dockerfile's `RUN` lines would install. The Space's runtime stage is `RUNNING` meanwhile.
+
+        Args:
+            space_id: The Space, `ns/name`.
+            env: More environment variables (e.g. `PYTHONPATH`, `PATH`), over the rest.
+            timeout: Seconds the command has to listen on `PORT`.
+
+        Raises:
+            KeyError: the Space does not exist.
+            RuntimeError (`SpaceRunError`): not a Docker Space, no `CMD` in exec form, or the command exited (or
+                did not listen) before `timeout`: the message holds the end of its output.
+
+        Example:
+            ```python
+            with hub.run_space("local-user/logs-tensorboard") as url:
+                urllib.request.urlopen(f"{url}/data/runs")
+            ```
+        """
+        files = self.repo_files(space_id, repo_type="space")
+        spaces = self._state.spaces
+        assert spaces is not None
+        if "Dockerfile" not in files:
+            raise SpaceRunError(f"the Space {space_id} has no Dockerfile")
+        settings = spaces.settings(space_id)
+        namespace, name = space_id.split("/")
+        environment = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HF_ENDPOINT": self.endpoint,
+            "SPACE_ID": space_id,
+            "SPACE_AUTHOR_NAME": namespace,
+            "SPACE_REPO_NAME": name,
+            "SYSTEM": "spaces",
+            **({} if self._xet else {"HF_HUB_DISABLE_XET": "1"}),
+            **{key: entry["value"] for key, entry in settings["variables"].items()},
+            **{key: entry["value"] for key, entry in settings["secrets"].items()},
+            **(env or {}),
+        }
+        with run_command(files, environment, timeout=timeout,
+                         on_stage=lambda stage, error: spaces.set_stage(space_id, stage, error)) as (host, port):
+            yield f"http://{host}:{port}"
 
     def _resolve(self, repo_id: str, repo_type: str, revision: str) -> tuple[RepoKey, str]:
         key = RepoKey.parse(repo_type, repo_id)

@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
-from . import buckets, cas
+from . import buckets, cas, spaces
 from .auth import Identity, authenticate, require_namespace_write, require_read, require_write
 from .errors import BadRequest, EntryNotFound, HubError
 from .limits import ApiRateLimited, CommitRateLimited, LimitExceeded, check_files_per_commit, check_folder_entries
@@ -375,6 +375,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 self._send_json(200, {"errors": [], "warnings": []})
             case _, ["buckets", *rest]:
                 buckets.route_api(self, method, rest)
+            case _, ["spaces", namespace, name, "secrets" | "variables" | "runtime" as what]:
+                self._space_settings(method, RepoKey.parse("space", f"{namespace}/{name}"), what)
             case _, [plural, namespace, name, *rest] if plural in _PLURAL_TYPES:
                 self._route_repo(method, RepoKey.parse(_PLURAL_TYPES[plural], f"{namespace}/{name}"), rest)
             case _:
@@ -448,6 +450,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         identity = require_namespace_write(namespace, self._identity, repo_type)
         private = body.get("visibility") == "private" if "visibility" in body else bool(body.get("private"))
         url = f"{self.state.endpoint}/{key.url_prefix}{key.repo_id}"
+        settings = spaces.settings_from_body(body) if repo_type == "space" else None
         try:
             self.state.storage.create_repo(key, owner=identity.user, private=private)
         except HubError as err:
@@ -455,6 +458,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                 raise
             self._send_json(409, {"error": err.message, "url": url}, headers={"X-Error-Message": err.message})
             return
+        if settings is not None:
+            self._spaces.create(key.repo_id, settings)
         self._send_json(200, {"url": url, "name": key.repo_id, "id": _object_id(key)})
 
     def _delete_repo(self) -> None:
@@ -463,7 +468,35 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         key = RepoKey.parse(body.get("type") or "model", f"{namespace}/{body.get('name')}")
         require_write(self.state.storage.repo(key), self._identity)
         self.state.storage.delete_repo(key)
+        if key.repo_type == "space":
+            self._spaces.forget(key.repo_id)
         self._send_json(200, {})
+
+    @property
+    def _spaces(self) -> spaces.SpaceStore:
+        if self.state.spaces is None:
+            raise HubError(404, "Not Found")
+        return self.state.spaces
+
+    def _space_settings(self, method: str, key: RepoKey, what: str) -> None:
+        """A Space's secrets, variables (read, set, deleted) and runtime: see `spaces.py` for the shapes."""
+        repo = self.state.storage.repo(key)
+        store = self._spaces
+        if method == "GET" and what == "runtime":
+            require_read(repo, self._identity)
+            head = self.state.storage.commit(key, self.state.storage.resolve(key, DEFAULT_BRANCH))
+            self._send_json(200, store.runtime(key.repo_id, "Dockerfile" in head.files))
+        elif method == "GET" and what in ("secrets", "variables"):
+            require_write(repo, self._identity)  # the Hub shows a Space's settings to those who can change them
+            listed = store.settings(key.repo_id)[what]
+            self._send_json(200, spaces.public_secrets(listed) if what == "secrets" else listed)
+        elif method in ("POST", "DELETE") and what in ("secrets", "variables"):
+            require_write(repo, self._identity)
+            body = self._json_body()
+            left = store.set(key.repo_id, what, body) if method == "POST" else store.remove(key.repo_id, what, body)
+            self._send_json(200, spaces.public_secrets(left) if what == "secrets" else left)
+        else:
+            raise HubError(404, "Not Found")
 
     def _settings(self, key: RepoKey) -> None:
         body = self._json_body()
@@ -505,6 +538,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         }
         if key.repo_type == "model":
             data["modelId"] = key.repo_id
+        if key.repo_type == "space" and self.state.spaces is not None:
+            data["sdk"] = self.state.spaces.settings(key.repo_id)["sdk"]
+            data["runtime"] = self.state.spaces.runtime(key.repo_id, "Dockerfile" in commit.files)
         expand = self._query_values("expand") + self._query_values("expand[]")
         if expand:
             data = {name: value for name, value in data.items() if name in ("_id", "id") or name in expand}

@@ -10,6 +10,7 @@ from .auth import TokenRegistry
 from .bucket_store import BucketStore
 from .faults import FaultInjector, StatsRecorder
 from .limits import CommitLimiter
+from .spaces import SpaceStore
 from .storage import FileEntry, RepoKey, Storage
 from .xet import XetStore
 
@@ -29,6 +30,7 @@ class HubState:
     xet: XetStore | None = None  # None: Xet is off (no tokens, no CAS, no Xet headers), as with HF_HUB_DISABLE_XET
     xet_token_ttl: float = 3600.0  # seconds a Xet access token is valid (the Hub's: an hour)
     buckets: BucketStore | None = None  # Storage Buckets; None only for a state built without them
+    spaces: SpaceStore | None = None  # Spaces' settings and runtimes; None only for a state built without them
 
     def xet_hash(self, entry: FileEntry) -> str | None:
         """The Xet hash of a file uploaded through Xet, None for other files or when Xet is off."""

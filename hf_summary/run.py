@@ -19,6 +19,7 @@ import dataclasses
 import inspect
 import sys
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +67,7 @@ class Run:
         self.writer = writer
         self.step = 0
         self.finished = False
+        self.shared: Future | None = None  # `init(share=...)`: what sharing did, once the first push landed
 
     def __repr__(self) -> str:
         return f"Run(project={self.project!r}, name={self.name!r}, group={self.group!r}, logdir={str(self.logdir)!r})"
@@ -139,6 +141,7 @@ def init(
     repo_id: str | None = None,
     group: str | None = None,
     logdir_root: str | Path = "runs",
+    share: bool | str = False,
     **writer_kwargs: Any,
 ) -> Run:
     """Start a run and make it the current one (finishing the previous current run, as wandb does).
@@ -151,6 +154,9 @@ def init(
             `hf-summary sync` command that pushes it later (also `run.sync_command()`).
         group: a folder between the project and the run, to keep related runs together.
         logdir_root: the local folder holding the projects. Defaults to "runs".
+        share: share the project's runs live through a Docker Space (`hf_summary.share`) once the first push
+            landed: True for a Space named after the repo, or the Space's id `ns/name`. Its URL is printed then;
+            `run.shared` is the Future of what was done. Needs `repo_id`.
         writer_kwargs: passed to `HFSummaryWriter` (`commit_every`, `path_in_repo` (default "tensorboard"),
             `repo_private`, `token`, ...) or, for a local run, to `LocalSummaryWriter`.
 
@@ -178,6 +184,8 @@ def init(
     logdir = parent / (name or _unused_name(parent))
     patterns = allow_patterns_with_config(writer_kwargs.pop("repo_allow_patterns", defaults.ALLOW_PATTERNS))
 
+    if share and repo_id is None:
+        raise TypeError("share= shares a run pushed to the Hub: pass repo_id=... or drop share.")
     if repo_id is not None:
         from .writer import HFSummaryWriter
 
@@ -202,6 +210,11 @@ def init(
     STATE.run = run
     if config:
         save_config(writer, config)
+    if share:
+        from .sharing import share_when_pushed
+
+        run.shared = share_when_pushed(writer, share if isinstance(share, str) else None,
+                                       token=writer_kwargs.get("token"))
     if repo_id is None:
         print(f"hf_summary: run {run.name!r} logs locally to {logdir} (no repo_id). Push it to the Hub later with:"
               f"\n  {run.sync_command()}", file=sys.stderr, flush=True)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 APP_PORT = 7860  # the Hub's default app_port for Docker Spaces
 SPACE_SUFFIX = "-tensorboard"
 MADE_BY = "# Made by `hf-summary share`"  # the Dockerfile's first line: how share knows a Space is its own
+logger = logging.getLogger(__name__)
+
 TOKEN_SECRET = "HF_TOKEN"  # huggingface_hub reads it in the Space: `show` needs no --token there
 WHEEL_EPOCH = "315532800"  # 1980-01-01, the oldest date a zip holds: the same sources make the same wheel bytes
 _SOURCE_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "README.md")
@@ -142,6 +146,47 @@ def share(
     info = api.repo_info(space_id, repo_type="space")
     needs_token = source_private and TOKEN_SECRET not in api.get_space_secrets(space_id)
     return Shared(space_id, _space_url(api, space_id), bool(info.private), commit, needs_token, secret_can_write)
+
+
+def share_when_pushed(writer: Any, space_id: str | None = None, *, token: str | None = None) -> Future:
+    """Share a writer's runs once its first push landed (a Space over a source without event files would have
+    nothing to show), from a thread: the training run goes on meanwhile, and a failure is a warning, never raised
+    into it.
+
+    Args:
+        writer: the `HFSummaryWriter` whose repo or bucket (its folder of runs) is shared.
+        space_id: as `share`'s.
+        token: the writer's token.
+
+    Returns:
+        A Future of what `share` did (its URL is also printed on stderr, once the Space is there).
+    """
+    from .threads import start_thread
+    from .upload.errors import PushError
+
+    shared: Future = Future()
+
+    def when_pushed() -> None:
+        try:
+            while True:
+                try:
+                    if writer.scheduler.next_push().result() is not None:
+                        break  # the source holds event files now
+                except PushError:
+                    continue  # the next push tries again
+            spec = writer.spec
+            source = f"hf://buckets/{writer.repo_id}" if spec.repo_type == "bucket" else writer.repo_id
+            done = share(source, space_id, repo_type=spec.repo_type if spec.repo_type != "bucket" else "model",
+                         path_in_repo=spec.path_in_repo or "", token=token)
+        except Exception as error:  # the run goes on; the user is told why there is no Space
+            logger.warning("The run was not shared: %s", error)
+            shared.set_exception(error)
+            return
+        print(f"hf_summary: {done.describe()}", file=sys.stderr, flush=True)
+        shared.set_result(done)
+
+    start_thread(when_pushed, "hf_summary-share")
+    return shared
 
 
 def unshare(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,11 +41,12 @@ def _losses(url: str, run: str) -> list[tuple[int, float]]:
     return _scalars(url + "/", run, "loss")
 
 
-def _wait_for_losses(url: str, run: str, count: int) -> None:
+def _wait_for_losses(url: str, run: str, count: int, tag: str = "loss") -> None:
     def loaded() -> bool:
-        return run in _get_json(url + "/data/runs") and len(_losses(url, run)) >= count
+        return run in _get_json(url + "/data/runs") and len(_scalars(url + "/", run, tag)) >= count
 
-    wait_until(loaded, timeout=DEADLINE, what=f"{count} values of {run!r} in the Space's TensorBoard", interval=0.1)
+    wait_until(loaded, timeout=DEADLINE, what=f"{count} values of {tag!r} of {run!r} in the Space's TensorBoard",
+               interval=0.1)
 
 
 @pytest.fixture
@@ -230,3 +232,47 @@ def test_share_a_repo_serves_a_value_committed_after_the_space_started(hub: Loca
     assert public.returncode == 0, public.stderr
     assert not hub.is_private(space, repo_type="space") and "public: anyone with the link" in public.stdout
     assert len(hub.commits(space, repo_type="space")) == commits
+
+
+def test_init_shares_the_project_once_its_first_push_landed(hub: LocalHub, repo_id: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(TypeError, match="repo_id"):
+        hf_summary.init("proj", share=True)  # a local run has nothing on the Hub to share
+    run = hf_summary.init("proj", name="a", repo_id=f"hf://buckets/{repo_id}", share=True, commit_every=60)
+    try:
+        assert run.shared is not None and not run.shared.done()  # nothing pushed yet: no Space over nothing
+        hf_summary.log({"loss": 0.5})
+        run.writer.scheduler.trigger().result(timeout=60)
+        shared = run.shared.result(timeout=120)
+    finally:
+        hf_summary.finish()
+    assert shared.space_id == f"{repo_id.split('/')[0]}/{repo_id.split('/')[1]}-tensorboard"
+    dockerfile = hub.repo_files(shared.space_id, repo_type="space")["Dockerfile"].decode()
+    command = json.loads(dockerfile.strip().splitlines()[-1].removeprefix("CMD "))
+    assert command[:3] == ["hf-summary", "show", f"hf://buckets/{repo_id}"]
+    assert command[command.index("--path-in-repo") + 1] == "tensorboard/proj"  # the project's runs
+    assert shared.url in capsys.readouterr().err  # the link, printed once the Space is there
+
+
+_BROWSER = next((path for name in ("chromium", "chromium-browser", "google-chrome")
+                 if (path := shutil.which(name)) is not None), None)
+
+
+@pytest.mark.skipif(_BROWSER is None, reason="no headless Chromium on this machine (Debian's package: chromium)")
+def test_a_browser_opening_the_shared_space_finds_the_runs_tag(hub: LocalHub, repo_id: str, tmp_path: Path) -> None:
+    assert _BROWSER is not None
+    with hf_summary.HFSummaryWriter(f"hf://buckets/{repo_id}", logdir=str(tmp_path / "mlp"), commit_every=60) as w:
+        for step in range(5):
+            w.add_scalar("train/loss_curve", step / 10, step)
+        w.scheduler.trigger().result(timeout=60)
+    shared = hf_summary.share(f"hf://buckets/{repo_id}")
+    with hub.run_space(shared.space_id, env=SPACE_ENV) as url:
+        _wait_for_losses(url, "mlp", 5, tag="train/loss_curve")
+        # As a person opens the page: the browser runs TensorBoard's app and renders the run's charts.
+        page = subprocess.run(
+            [_BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'browser'}", "--virtual-time-budget=15000", "--dump-dom", url + "/"],
+            capture_output=True, text=True, timeout=120)
+    assert "train/loss_curve" in page.stdout, page.stderr[-2000:]
+

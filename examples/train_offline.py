@@ -36,6 +36,7 @@ def main() -> None:
         print(f"Sent through Xet: {stats.xet_xorbs} xorbs ({stats.xet_xorb_bytes / 1e3:.0f} kB, new chunks only), "
               f"{stats.xet_shards} shards; {stats.lfs_uploads} legacy LFS uploads")
         show(repo_id, f"tensorboard/{logdir.name}", work / "download")
+        share_locally(hub, repo_id, logdir.name)
     for scratch in ("hub", "download", "hf_home", "xet_cache"):  # the server's files, the copies: only the run stays
         shutil.rmtree(work / scratch, ignore_errors=True)
     print(f"\nThe run stays on disk in {logdir}; look at it in TensorBoard with:\n  {command('hf-summary')} show "
@@ -101,6 +102,28 @@ def show(repo_id: str, folder: str, dest: Path) -> None:
     for tag in sorted(run.Tags()["scalars"]):
         last = run.Scalars(tag)[-1]
         print(f"  {tag:<16} step {last.step:>4}  {last.value:.4f}")
+
+
+def share_locally(hub: LocalHub, repo_id: str, run: str) -> None:
+    """Share the repo's runs through a Docker Space (`hf_summary.share`), then run the Space's command the way the
+    Hub would (the local server's `run_space`, with what this virtualenv installed) and ask its TensorBoard."""
+    import json
+    import urllib.request
+
+    from huggingface_hub.utils import disable_progress_bars
+
+    import hf_summary
+
+    disable_progress_bars()  # the Space's files go up without bars: the demo's output stays short
+    shared = hf_summary.share(repo_id)
+    print(f"\nShared: {shared.describe().splitlines()[0]}")
+    package_root = str(Path(hf_summary.__file__).resolve().parents[1])
+    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": package_root}  # what the Space's image installs from the wheel it holds
+    with hub.run_space(shared.space_id, env=env) as url:
+        with urllib.request.urlopen(f"{url}/data/plugin/scalars/scalars?run={run}&tag=train/loss", timeout=60) as r:
+            values = json.load(r)
+    print(f"The Space's command, run as the Hub would, served {len(values)} values of train/loss at {url}")
 
 
 if __name__ == "__main__":

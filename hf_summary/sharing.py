@@ -163,6 +163,7 @@ def share_when_pushed(writer: Any, space_id: str | None = None, *, token: str | 
     """
     from .threads import start_thread
     from .upload.errors import PushError
+    from .upload.hooks import our_calls
 
     shared: Future = Future()
 
@@ -176,8 +177,9 @@ def share_when_pushed(writer: Any, space_id: str | None = None, *, token: str | 
                     continue  # the next push tries again
             spec = writer.spec
             source = f"hf://buckets/{writer.repo_id}" if spec.repo_type == "bucket" else writer.repo_id
-            done = share(source, space_id, repo_type=spec.repo_type if spec.repo_type != "bucket" else "model",
-                         path_in_repo=spec.path_in_repo or "", token=token)
+            with our_calls(quiet=True):  # the training log gets the URL, not huggingface_hub's upload bars
+                done = share(source, space_id, repo_type=spec.repo_type if spec.repo_type != "bucket" else "model",
+                             path_in_repo=spec.path_in_repo or "", token=token)
         except Exception as error:  # the run goes on; the user is told why there is no Space
             logger.warning("The run was not shared: %s", error)
             shared.set_exception(error)

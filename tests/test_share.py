@@ -251,7 +251,9 @@ def test_init_shares_the_project_once_its_first_push_landed(hub: LocalHub, repo_
     command = json.loads(dockerfile.strip().splitlines()[-1].removeprefix("CMD "))
     assert command[:3] == ["hf-summary", "show", f"hf://buckets/{repo_id}"]
     assert command[command.index("--path-in-repo") + 1] == "tensorboard/proj"  # the project's runs
-    assert shared.url in capsys.readouterr().err  # the link, printed once the Space is there
+    printed = capsys.readouterr()
+    assert shared.url in printed.err  # the link, printed once the Space is there
+    assert "Processing Files" not in printed.err + printed.out  # and no upload bars in the training log
 
 
 _BROWSER = next((path for name in ("chromium", "chromium-browser", "google-chrome")
